@@ -1,0 +1,66 @@
+"""Advantage actor-critic losses for one batch of token programs with a single terminal reward.
+
+loss="tutorial" is the tutorial's loss exactly: every emitted token counts (also after ANS), the
+baseline is the *sum* of the per-step values, and the value loss fits that sum to the reward.
+loss="masked" is the corrected one: tokens after ANS get no credit, entropy or value; each step
+has its own baseline V(s_t) of the (undiscounted, terminal) reward; advantages optionally
+normalised over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .env import ANS
+from .model import Rollout
+
+LOSSES = ("tutorial", "masked")
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor  # mean entropy of the steps that count (a positive number)
+
+
+def steps_that_count(actions: torch.Tensor) -> torch.Tensor:
+    """BoolTensor[B, T]: True up to and including the first ANS of each episode."""
+    answered_before = torch.cumsum((actions == ANS).long(), 1) - (actions == ANS).long()
+    return answered_before == 0
+
+
+def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef: float,
+             value_coef: float, normalize_advantage: bool = False) -> LossTerms:
+    log_probs_all = F.log_softmax(rollout.logits, -1)
+    log_probs = log_probs_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)   # [B, T]
+    probs = log_probs_all.exp()
+    if loss == "tutorial":
+        # The tutorial's entropy is -(p * log(p + 1e-9)), which is kept to reproduce it exactly.
+        entropy = -(probs * torch.log(probs + 1e-9)).sum(-1)
+        value_sum = rollout.values.sum(1)
+        advantage = (reward - value_sum).detach()
+        policy_loss = -(log_probs.sum(1) * advantage).mean()
+        value_loss = F.mse_loss(value_sum, reward)
+        mean_entropy = entropy.mean()
+    elif loss == "masked":
+        # 0 * -inf would be NaN where an action mask removed tokens, so masked-out terms are zeroed.
+        entropy = -torch.where(probs > 0, probs * log_probs_all, torch.zeros_like(probs)).sum(-1)
+        counts = steps_that_count(rollout.actions).to(reward.dtype)
+        n_counted = counts.sum()
+        advantage = (reward.unsqueeze(1) - rollout.values).detach()
+        if normalize_advantage:
+            mean = (advantage * counts).sum() / n_counted
+            std = (((advantage - mean) ** 2 * counts).sum() / n_counted).sqrt()
+            advantage = (advantage - mean) / (std + 1e-8)
+        policy_loss = -(log_probs * advantage * counts).sum(1).mean()
+        value_loss = (((rollout.values - reward.unsqueeze(1)) ** 2) * counts).sum() / n_counted
+        mean_entropy = (entropy * counts).sum() / n_counted
+    else:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    total = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
+    return LossTerms(total, policy_loss, value_loss, mean_entropy)

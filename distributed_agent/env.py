@@ -1,0 +1,233 @@
+"""Batched tool-use environment: arithmetic tasks solved by a program of tool tokens.
+
+Tokens (vocabulary of 18): digits 0-9 are ids 0-9; CTX=10, MUL=11, ADD=12, SUB=13, ANS=14,
+STO=15, RCL=16, EOS=17. Five operands a, b, c, d, e are drawn uniformly from 0..9.
+
+| stage | context shown | declared target      |
+|-------|---------------|----------------------|
+| 0     | a b c         | a*b + c              |
+| 1     | a b c d       | (a*b + c) - d        |
+| 2     | a b c d e     | (a*b + c) - (d*e)    |
+
+The agent emits a fixed number of action tokens; they are read left to right, every token is one
+step, and ANS ends the episode with the current value as the answer. No ANS: reward 0, not correct.
+Reward = correct + answer_shaping * shaped, where `shaped` is the tutorial's partial credit for
+answering one of the intermediate values g0=a*b, g1=g0+c, g2=g1-d, g3=d*e, g4=g1-g3:
+stage 0: 0.25*[g0] + 0.5*[g1]; stage 1: 0.25*[g0] + 0.5*[g1] + 0.75*[g2];
+stage 2: 0.2*[g0] + 0.4*[g1] + 0.6*[g4] + 0.6*[g3].
+
+variant="tutorial" (the tutorial's scoring, bit for bit, defects included): state `last` and `mem`
+(both empty at start); at most 7 tokens are read.
+
+| token | effect                                                                                   |
+|-------|------------------------------------------------------------------------------------------|
+| MUL   | last = a*b if last is empty, else last * (d if stage > 0 else 1)                         |
+| ADD   | if last is set: last += c                                                                |
+| SUB   | if last is set: last -= (e if stage == 2 and mem is set else (d if stage > 0 else 0))    |
+| STO   | mem is set                                                                               |
+| RCL   | if mem is set: last = d*e if stage == 2, else (last if last is set and non-zero, else 0) |
+| ANS   | answer = last; correct = (answer == [g0, g1, g2][stage]), i.e. the *shifted* targets     |
+| other | nothing                                                                                  |
+
+variant="declared" (each stage scored against its declared target): a small register machine
+with an accumulator `acc`, a memory `mem` and a `pending` operand (all empty at start) and a
+cursor over the operands shown. A binary tool takes its right-hand operand from `pending` if
+set (clearing it), else the next unread operand shown.
+
+| token | effect                                                                                 |
+|-------|----------------------------------------------------------------------------------------|
+| MUL   | acc empty: acc = next * next (two operands read); else acc = acc * right-hand operand    |
+| ADD   | acc set: acc = acc + right-hand operand                                                |
+| SUB   | acc set: acc = acc - right-hand operand                                                |
+| STO   | acc set: mem = acc, acc becomes empty                                                  |
+| RCL   | mem set: pending = acc (empty if acc is empty), acc = mem (mem is kept)                |
+| ANS   | answer = acc; correct = (answer == declared target)                                    |
+| other | nothing                                                                                |
+
+A tool whose condition fails, or that needs an operand when none is left, is invalid: it does
+nothing but still costs its step. Shortest programs: stage 0 MUL ADD ANS; stage 1 MUL ADD SUB
+ANS; stage 2 MUL ADD STO MUL RCL SUB ANS (7 tokens, so the declared variant emits 8 by default).
+Without STO and RCL no program reaches (a*b+c)-(d*e) for every operand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CTX, MUL, ADD, SUB, ANS, STO, RCL, EOS = 10, 11, 12, 13, 14, 15, 16, 17
+VOCAB_SIZE = 18
+NUM_STAGES = 3
+TOOL_TOKENS = (MUL, ADD, SUB, ANS, STO, RCL)
+OPERANDS_SHOWN = (3, 4, 5)  # per stage
+VARIANTS = ("tutorial", "declared")
+DEFAULT_MAX_LEN = {"tutorial": 6, "declared": 8}
+TUTORIAL_MAX_STEPS = 7  # the tutorial stops reading after 7 tokens; with its 6 it never cuts in
+
+TOKEN_NAMES = {**{i: str(i) for i in range(10)}, CTX: "CTX", MUL: "MUL", ADD: "ADD", SUB: "SUB",
+               ANS: "ANS", STO: "STO", RCL: "RCL", EOS: "EOS"}
+TARGET_FORMULAS = ("a*b+c", "(a*b+c)-d", "(a*b+c)-(d*e)")
+TUTORIAL_SCORED_FORMULAS = ("a*b", "a*b+c", "(a*b+c)-d")
+
+
+def tokens_to_text(tokens) -> str:
+    """`[11, 12, 14]` -> 'MUL ADD ANS' (accepts a list or a 1-D tensor)."""
+    if isinstance(tokens, torch.Tensor):
+        tokens = tokens.tolist()
+    return " ".join(TOKEN_NAMES[int(t)] for t in tokens)
+
+
+def intermediate_goals(operands: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """g0=a*b, g1=g0+c, g2=g1-d, g3=d*e, g4=g1-g3 for a LongTensor[B, 5]."""
+    a, b, c, d, e = operands.unbind(1)
+    g0 = a * b
+    g1 = g0 + c
+    return g0, g1, g1 - d, d * e, g1 - d * e
+
+
+def declared_target(operands: torch.Tensor, stage) -> torch.Tensor:
+    g0, g1, g2, g3, g4 = intermediate_goals(operands)
+    stage = _stage_tensor(stage, operands)
+    return torch.where(stage == 0, g1, torch.where(stage == 1, g2, g4))
+
+
+def _stage_tensor(stage, operands: torch.Tensor) -> torch.Tensor:
+    if isinstance(stage, torch.Tensor):
+        return stage.to(operands.device)
+    if stage not in range(NUM_STAGES):
+        raise ValueError(f"stage must be one of {list(range(NUM_STAGES))}, got {stage!r}")
+    return torch.full((operands.shape[0],), stage, dtype=torch.long, device=operands.device)
+
+
+@dataclass
+class Outcome:
+    """Everything the scoring of one batch knows, per episode."""
+    reward: torch.Tensor    # FloatTensor[B]
+    correct: torch.Tensor   # BoolTensor[B]
+    answered: torch.Tensor  # BoolTensor[B]: ANS was emitted (within the steps read)
+    answer: torch.Tensor    # LongTensor[B]: value at ANS (meaningless where answer_set is False)
+    answer_set: torch.Tensor  # BoolTensor[B]: ANS found a value to give
+    target: torch.Tensor    # LongTensor[B]: what `correct` compares the answer with
+
+
+class ToolEnv:
+    def __init__(self, variant: str = "tutorial", max_len: int | None = None,
+                 answer_shaping: float = 0.2):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self.max_len = DEFAULT_MAX_LEN[variant] if max_len is None else int(max_len)
+        self.answer_shaping = answer_shaping
+
+    def sample(self, batch: int, stage, generator: torch.Generator):
+        """Operands LongTensor[B, 5] and the padded context LongTensor[B, L].
+
+        Each row shows its stage's operands, then CTX, then EOS up to the longest row.
+        """
+        device = generator.device
+        operands = torch.randint(0, 10, (batch, 5), generator=generator, device=device)
+        stage = _stage_tensor(stage, operands)
+        shown = torch.tensor(OPERANDS_SHOWN, device=device)[stage]              # [B]
+        width = int(shown.max()) + 1
+        position = torch.arange(width, device=device).unsqueeze(0)              # [1, L]
+        padded_operands = torch.cat([operands, operands[:, :1]], 1)[:, :width]  # width <= 6
+        context = torch.where(position < shown[:, None], padded_operands,
+                              torch.where(position == shown[:, None], CTX, EOS))
+        return operands, context
+
+    def score(self, actions: torch.Tensor, operands: torch.Tensor, stage):
+        """(reward FloatTensor[B], correct BoolTensor[B]) of action sequences LongTensor[B, T]."""
+        outcome = self.run(actions, operands, stage)
+        return outcome.reward, outcome.correct
+
+    def run(self, actions: torch.Tensor, operands: torch.Tensor, stage) -> Outcome:
+        stage = _stage_tensor(stage, operands)
+        if self.variant == "tutorial":
+            answer, answer_set, answered = self._run_tutorial(actions, operands, stage)
+            g0, g1, g2, _, _ = intermediate_goals(operands)
+            target = torch.where(stage == 0, g0, torch.where(stage == 1, g1, g2))
+        else:
+            answer, answer_set, answered = self._run_declared(actions, operands, stage)
+            target = declared_target(operands, stage)
+        correct = answered & answer_set & (answer == target)
+        reward = self._reward(correct, answer, answer_set & answered, operands, stage)
+        return Outcome(reward, correct, answered, answer, answer_set, target)
+
+    def _reward(self, correct, answer, has_value, operands, stage):
+        # Computed in float64 in the tutorial's order of operations, then rounded once to float32,
+        # exactly as the tutorial builds its Python-float rewards into a float tensor.
+        g0, g1, g2, g3, g4 = intermediate_goals(operands)
+
+        def hit(goal):
+            return (has_value & (answer == goal)).double()
+
+        shaped = torch.where(
+            stage == 0, 0.25 * hit(g0) + 0.5 * hit(g1),
+            torch.where(stage == 1, 0.25 * hit(g0) + 0.5 * hit(g1) + 0.75 * hit(g2),
+                        0.2 * hit(g0) + 0.4 * hit(g1) + 0.6 * hit(g4) + 0.6 * hit(g3)))
+        return (correct.double() + self.answer_shaping * (0.0 + shaped)).float()
+
+    def _run_tutorial(self, actions, operands, stage):
+        batch, steps = actions.shape
+        a, b, c, d, e = operands.unbind(1)
+        zero = torch.zeros_like(a)
+        last, last_set = zero.clone(), torch.zeros_like(a, dtype=torch.bool)
+        mem_set = torch.zeros_like(last_set)
+        done = torch.zeros_like(last_set)
+        for t in range(min(steps, TUTORIAL_MAX_STEPS)):
+            token = actions[:, t]
+            live = ~done
+            is_mul = live & (token == MUL)
+            last = torch.where(is_mul, torch.where(last_set, last * torch.where(stage > 0, d, 1), a * b), last)
+            is_add = live & (token == ADD) & last_set
+            last = torch.where(is_add, last + c, last)
+            is_sub = live & (token == SUB) & last_set
+            subtrahend = torch.where((stage == 2) & mem_set, e, torch.where(stage > 0, d, zero))
+            last = torch.where(is_sub, last - subtrahend, last)
+            is_rcl = live & (token == RCL) & mem_set
+            recalled = torch.where(stage == 2, d * e, torch.where(last_set & (last != 0), last, zero))
+            last = torch.where(is_rcl, recalled, last)
+            last_set = last_set | is_mul | is_rcl
+            mem_set = mem_set | (live & (token == STO))
+            done = done | (live & (token == ANS))
+        # `last` keeps its value after ANS because every effect above is gated on `live`.
+        return last, last_set, done
+
+    def _run_declared(self, actions, operands, stage):
+        batch, steps = actions.shape
+        shown = torch.tensor(OPERANDS_SHOWN, device=operands.device)[stage]
+        # Two spare columns so that reads past the shown operands index safely; they are masked.
+        padded = torch.cat([operands, torch.zeros_like(operands[:, :2])], 1)
+        rows = torch.arange(batch, device=operands.device)
+        acc = torch.zeros_like(operands[:, 0])
+        mem, pending = acc.clone(), acc.clone()
+        acc_set = torch.zeros_like(acc, dtype=torch.bool)
+        mem_set, pending_set, done = acc_set.clone(), acc_set.clone(), acc_set.clone()
+        cursor = torch.zeros_like(acc)
+        for t in range(steps):
+            token = actions[:, t]
+            live = ~done
+            binary = live & acc_set & ((token == MUL) | (token == ADD) | (token == SUB))
+            right_from_context = binary & ~pending_set & (cursor < shown)
+            right = torch.where(pending_set, pending, padded[rows, cursor])
+            apply_binary = binary & (pending_set | right_from_context)
+            result = torch.where(token == MUL, acc * right, torch.where(token == ADD, acc + right, acc - right))
+
+            load_product = live & ~acc_set & (token == MUL) & (cursor + 1 < shown)
+            product = padded[rows, cursor] * padded[rows, cursor + 1]
+
+            store = live & acc_set & (token == STO)
+            recall = live & mem_set & (token == RCL)
+
+            acc_next = torch.where(apply_binary, result, torch.where(load_product, product, acc))
+            acc_next = torch.where(recall, mem, acc_next)
+            pending = torch.where(recall, acc, pending)  # its value only matters while pending_set
+            pending_set = torch.where(recall, acc_set, pending_set & ~apply_binary)
+            mem = torch.where(store, acc, mem)
+            mem_set = mem_set | store
+            acc_set = (acc_set & ~store) | load_product | recall
+            cursor = cursor + right_from_context.long() + 2 * load_product.long()
+            acc = acc_next
+            done = done | (live & (token == ANS))
+        return acc, acc_set, done

@@ -1,0 +1,254 @@
+"""One training run: `train(config, callback) -> TrainResult`, deterministic for a given seed.
+
+A run is a Trainer: sample a batch of tasks from the curriculum, let the model write its
+programs, score them, take one A2C step; every `eval_every` updates evaluate greedily on every
+stage. Its whole state (model, optimiser, RNG, curriculum, counters) can be saved and restored,
+so that a run cut in two gives the same numbers as one run straight through.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .a2c import a2c_loss
+from .config import ConfigError, TrainConfig
+from .curriculum import Curriculum
+from .env import NUM_STAGES, OPERANDS_SHOWN, TARGET_FORMULAS, ToolEnv, declared_target, tokens_to_text
+from .model import ActorCritic
+
+CHECKPOINT_FORMAT = 1
+
+__all__ = ["TrainConfig", "ConfigError", "Evaluation", "TrainResult", "Trainer", "train"]
+
+
+@dataclass
+class Evaluation:
+    """Greedy success (share correct) and mean reward per stage after `update` updates."""
+    update: int
+    episodes: int
+    stage: int                 # the newest stage trained at this point
+    success: list[float]
+    reward: list[float]
+    loss: float                # loss of the last update
+    seconds: float             # training time so far
+
+    def metrics(self) -> dict:
+        """Flat dict with the same keys every time (Tune's progress.csv fixes its columns once)."""
+        flat = {"update": self.update, "episodes": self.episodes, "stage": self.stage,
+                "loss": self.loss, "seconds": self.seconds}
+        for stage in range(NUM_STAGES):
+            flat[f"success/stage{stage}"] = self.success[stage]
+            flat[f"reward/stage{stage}"] = self.reward[stage]
+        flat["success/min"] = min(self.success)
+        return flat
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    final_success: list[float]   # greedy, final_eval_episodes per stage
+    final_reward: list[float]
+    history: list[Evaluation]
+    episodes: int
+    updates: int
+    seconds: float
+    samples: list[dict] = field(default_factory=list)  # explained trajectories
+
+
+Callback = Callable[[Evaluation, "Trainer"], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked but CUDA is not available here; use auto or cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        torch.set_num_threads(config.num_threads)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)  # the model's initial weights
+        self.env = ToolEnv(config.variant, config.max_len, config.answer_shaping)
+        self.model = ActorCritic(config.hidden_size, config.init).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.curriculum = Curriculum(config.curriculum, config.mastery_threshold)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)
+        self.update = 0
+        self.episodes = 0
+        self.seconds = 0.0
+        self.last_loss = math.nan
+        self.history: list[Evaluation] = []
+
+    # -- one A2C update -------------------------------------------------------------------
+    def train_step(self) -> float:
+        config = self.config
+        self.update += 1
+        self.model.train()
+        stages = self.curriculum.batch_stages(self.update, config.batch_size, self.device)
+        operands, context = self.env.sample(config.batch_size, stages, self.generator)
+        rollout = self.model(context, stages, self.env.max_len, generator=self.generator)
+        reward, _ = self.env.score(rollout.actions, operands, stages)
+        terms = a2c_loss(rollout, reward, loss=config.loss, entropy_coef=config.entropy_coef,
+                         value_coef=config.value_coef, normalize_advantage=config.normalize_advantage)
+        if not torch.isfinite(terms.total):
+            raise FloatingPointError(
+                f"loss became {terms.total.item()} at update {self.update} (lr={config.lr}); "
+                "training diverged, try a smaller lr")
+        self.optimizer.zero_grad()
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.episodes += config.batch_size
+        self.last_loss = terms.total.item()
+        return self.last_loss
+
+    # -- greedy evaluation ----------------------------------------------------------------
+    def _eval_generator(self, tag: int) -> torch.Generator:
+        # Evaluation draws from its own stream, fixed by (seed, tag), so that evaluating more or
+        # less often never changes training, and a restored run evaluates the same episodes.
+        return torch.Generator(self.device).manual_seed(1_000_000_007 * (self.config.seed + 1) + tag)
+
+    @torch.no_grad()
+    def greedy_rollouts(self, stage: int, episodes: int, generator: torch.Generator):
+        self.model.eval()
+        stages = torch.full((episodes,), stage, dtype=torch.long, device=self.device)
+        operands, context = self.env.sample(episodes, stages, generator)
+        rollout = self.model(context, stages, self.env.max_len, greedy=True)
+        return operands, rollout.actions, self.env.run(rollout.actions, operands, stages)
+
+    def evaluate(self, episodes: int, tag: int) -> tuple[list[float], list[float]]:
+        generator = self._eval_generator(tag)
+        success, reward = [], []
+        for stage in range(NUM_STAGES):
+            _, _, outcome = self.greedy_rollouts(stage, episodes, generator)
+            success.append(outcome.correct.float().mean().item())
+            reward.append(outcome.reward.mean().item())
+        return success, reward
+
+    def explain(self, samples: int | None = None) -> list[dict]:
+        """A few greedy episodes per stage, spelled out: context, target, tokens, answer, correct."""
+        samples = self.config.explain_samples if samples is None else samples
+        generator = self._eval_generator(-2)
+        explained = []
+        for stage in range(NUM_STAGES):
+            operands, actions, outcome = self.greedy_rollouts(stage, samples, generator)
+            declared = declared_target(operands, stage)
+            for i in range(samples):
+                explained.append({
+                    "stage": stage,
+                    "context": operands[i, :OPERANDS_SHOWN[stage]].tolist(),
+                    "target": f"{TARGET_FORMULAS[stage]} = {declared[i].item()}",
+                    "scored_against": outcome.target[i].item(),
+                    "actions": tokens_to_text(actions[i]),
+                    "answer": outcome.answer[i].item() if outcome.answer_set[i] and outcome.answered[i] else None,
+                    "correct": bool(outcome.correct[i]),
+                    "reward": round(outcome.reward[i].item(), 4),
+                })
+        return explained
+
+    # -- the loop -------------------------------------------------------------------------
+    def solved(self) -> bool:
+        target = self.config.stop_at_success
+        return target is not None and bool(self.history) and min(self.history[-1].success) >= target
+
+    def run(self, callback: Callback | None = None, until: int | None = None) -> None:
+        """Train up to update `until` (default: config.updates), evaluating every eval_every."""
+        config = self.config
+        until = config.updates if until is None else min(until, config.updates)
+        while self.update < until and not self.solved():
+            started = time.perf_counter()
+            self.train_step()
+            evaluate_now = self.update % config.eval_every == 0 or self.update == config.updates
+            if evaluate_now:
+                success, reward = self.evaluate(config.eval_episodes, tag=self.update)
+                self.curriculum.observe(success, self.episodes)
+            self.seconds += time.perf_counter() - started
+            if evaluate_now:
+                evaluation = Evaluation(self.update, self.episodes, self.curriculum.newest_stage(self.update),
+                                        success, reward, self.last_loss, self.seconds)
+                self.history.append(evaluation)
+                if callback is not None:
+                    callback(evaluation, self)
+
+    @property
+    def finished(self) -> bool:
+        return self.update >= self.config.updates or self.solved()
+
+    def result(self, explain: bool = True) -> TrainResult:
+        success, reward = self.evaluate(self.config.final_eval_episodes, tag=-1)
+        return TrainResult(self.config, success, reward, list(self.history), self.episodes,
+                           self.update, self.seconds, self.explain() if explain else [])
+
+    # -- save and restore -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "curriculum": self.curriculum.state_dict(),
+            "update": self.update,
+            "episodes": self.episodes,
+            "seconds": self.seconds,
+            "last_loss": self.last_loss,
+            "history": [asdict(e) for e in self.history],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        self.update = state["update"]
+        self.episodes = state["episodes"]
+        self.seconds = state["seconds"]
+        self.last_loss = state["last_loss"]
+        self.history = [Evaluation(**e) for e in state["history"]]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(self.state_dict(), partial)
+        partial.replace(path)  # a crash mid-write never leaves a truncated checkpoint
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **config_changes) -> "Trainer":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"checkpoint: no such file {str(path)!r}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a foreign or corrupt file: say which, in one line
+            raise ConfigError(f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint ({error.__class__.__name__})")
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint (format {CHECKPOINT_FORMAT})")
+        trainer = cls(TrainConfig.from_dict(state["config"]).replace(**config_changes))
+        trainer.load_state_dict(state)
+        return trainer
+
+
+def train(config: TrainConfig, callback: Callback | None = None,
+          resume_from: str | Path | dict | None = None) -> TrainResult:
+    """Train one agent; `callback(evaluation, trainer)` is called after each evaluation."""
+    if resume_from is None:
+        trainer = Trainer(config)
+    elif isinstance(resume_from, dict):
+        trainer = Trainer(config)
+        trainer.load_state_dict(resume_from)
+    else:
+        trainer = Trainer.from_checkpoint(resume_from, **config.to_dict())
+    trainer.run(callback)
+    return trainer.result()
