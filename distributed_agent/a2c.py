@@ -48,8 +48,9 @@ def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef:
         value_loss = F.mse_loss(value_sum, reward)
         mean_entropy = entropy.mean()
     elif loss == "masked":
-        # 0 * -inf would be NaN where an action mask removed tokens, so masked-out terms are zeroed.
-        entropy = -torch.where(probs > 0, probs * log_probs_all, torch.zeros_like(probs)).sum(-1)
+        # Tokens removed by an action mask have log-prob -inf; clamping keeps 0 * log 0 = 0 and its
+        # gradient finite.
+        entropy = -(probs * log_probs_all.clamp_min(torch.finfo(probs.dtype).min)).sum(-1)
         counts = steps_that_count(rollout.actions).to(reward.dtype)
         n_counted = counts.sum()
         advantage = (reward.unsqueeze(1) - rollout.values).detach()

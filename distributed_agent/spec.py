@@ -1,0 +1,241 @@
+"""Experiment specs (YAML): fixed `train:` fields, a `search:` space, seeds and how to run them.
+
+    name: default
+    train: {variant: tutorial, loss: masked, ...}     # any TrainConfig field, fixed for all trials
+    search:                                          # any TrainConfig field, one of:
+      lr: {loguniform: [1.0e-3, 1.0e-2]}             #   grid / choice: [values]
+      entropy_coef: {grid: [0.01, 0.03]}             #   uniform / loguniform: [low, high]
+      hidden_size: {choice: [32, 64]}                #   randint: [low, high)  (high excluded)
+    seeds: 3              # a count (seeds 0..n-1) or a list; every sampled config runs once per seed
+    samples: 1            # draws of the random dimensions (grid dimensions are crossed with them)
+    search_alg: random    # or optuna (pip install 'distributed_agent[optuna]')
+    scheduler: fifo       # or asha (stops weak trials early on the metric)
+    resources: {cpu: 1, gpu: 0}
+    max_failures: 2
+    checkpoint_every: 5   # evaluations between checkpoints
+    metric: success/min
+    mode: max
+
+Everything is checked before Ray starts; an error names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, TrainConfig, coerce
+from .env import NUM_STAGES
+
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+SEARCH_ALGS = ("random", "optuna")
+SCHEDULERS = ("fifo", "asha")
+MODES = ("max", "min")
+METRICS = ("success/min", *(f"success/stage{s}" for s in range(NUM_STAGES)),
+           *(f"reward/stage{s}" for s in range(NUM_STAGES)))
+TOP_LEVEL = ("name", "description", "train", "search", "seeds", "samples", "search_alg", "scheduler",
+             "asha", "resources", "max_failures", "checkpoint_every", "metric", "mode")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    kind: str
+    values: tuple
+
+    def sample(self, rng: random.Random):
+        if self.kind == "choice":
+            return rng.choice(self.values)
+        low, high = self.values
+        if self.kind == "uniform":
+            return rng.uniform(low, high)
+        if self.kind == "loguniform":
+            return math.exp(rng.uniform(math.log(low), math.log(high)))
+        return rng.randrange(low, high)  # randint: high excluded, as in Ray Tune
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    train: TrainConfig
+    search: tuple[Dimension, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    samples: int = 1
+    search_alg: str = "random"
+    scheduler: str = "fifo"
+    asha_grace_period: int = 2        # in evaluations
+    asha_reduction_factor: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
+    checkpoint_every: int = 5
+    metric: str = "success/min"
+    mode: str = "max"
+    description: str = ""
+    source: dict = field(default_factory=dict, compare=False)  # the YAML as read, saved with the run
+
+    def variants(self) -> list[dict]:
+        """Every trial of a random/grid search: grid crossed with `samples` draws, times seeds.
+
+        Drawn here with a fixed RNG (not by Tune) so that each sampled config runs on every seed
+        and the same spec always yields the same trials.
+        """
+        grid = [d for d in self.search if d.kind == "grid"]
+        random_dims = [d for d in self.search if d.kind != "grid"]
+        rng = random.Random(f"{self.name}:search")
+        draws = [{d.name: d.sample(rng) for d in random_dims} for _ in range(self.samples)]
+        trials = []
+        for grid_values in itertools.product(*(d.values for d in grid)):
+            for draw in draws:
+                params = {**dict(zip((d.name for d in grid), grid_values)), **draw}
+                trials.extend({**params, "seed": seed} for seed in self.seeds)
+        return trials
+
+    def trial_config(self, params: dict) -> TrainConfig:
+        """The TrainConfig of one trial: the fixed fields with the trial's sampled ones on top."""
+        return self.train.replace(**params)
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"spec: no such file {str(path)!r}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"spec: {path} is not valid YAML{where}")
+    return parse_spec(raw, default_name=path.stem)
+
+
+def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("spec: must be a mapping with the fields " + ", ".join(TOP_LEVEL))
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown spec field; allowed: {', '.join(TOP_LEVEL)}")
+    name = str(raw.get("name", default_name))
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"name: must be letters, digits, '_', '-' or '.', starting with a letter or digit (got {name!r})")
+    train = TrainConfig.from_dict(raw.get("train") or {}, where="train")
+    search = _parse_search(raw.get("search") or {}, train)
+    seeds = _parse_seeds(raw.get("seeds", 1))
+    samples = _int_field(raw, "samples", 1, minimum=1)
+    search_alg = _choice_field(raw, "search_alg", "random", SEARCH_ALGS)
+    scheduler = _choice_field(raw, "scheduler", "fifo", SCHEDULERS)
+    asha = raw.get("asha") or {}
+    if not isinstance(asha, dict) or set(asha) - {"grace_period", "reduction_factor"}:
+        raise ConfigError("asha: must be a mapping with grace_period and/or reduction_factor")
+    resources = raw.get("resources") or {}
+    if not isinstance(resources, dict) or set(resources) - {"cpu", "gpu"}:
+        raise ConfigError("resources: must be a mapping with cpu and/or gpu (numbers; fractions allowed)")
+    cpus = _number(resources.get("cpu", 1), "resources.cpu", minimum=0)
+    gpus = _number(resources.get("gpu", 0), "resources.gpu", minimum=0)
+    if cpus == 0 and gpus == 0:
+        raise ConfigError("resources: a trial needs cpu > 0 or gpu > 0")
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ConfigError(f"resources.gpu: must be a fraction <= 1 or a whole number (got {gpus})")
+    if search_alg == "optuna" and any(d.kind == "grid" for d in search):
+        raise ConfigError("search: grid is not supported with search_alg optuna; use choice")
+    metric = _choice_field(raw, "metric", "success/min", METRICS)
+    mode = _choice_field(raw, "mode", "max", MODES)
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError("description: must be a string")
+    return ExperimentSpec(
+        name=name, train=train, search=search, seeds=seeds, samples=samples, search_alg=search_alg,
+        scheduler=scheduler,
+        asha_grace_period=_int_field(asha, "grace_period", 2, minimum=1, prefix="asha."),
+        asha_reduction_factor=_int_field(asha, "reduction_factor", 2, minimum=2, prefix="asha."),
+        cpus_per_trial=cpus, gpus_per_trial=gpus,
+        max_failures=_int_field(raw, "max_failures", 2, minimum=0),
+        checkpoint_every=_int_field(raw, "checkpoint_every", 5, minimum=1),
+        metric=metric, mode=mode, description=description, source=raw)
+
+
+def _parse_search(raw, train: TrainConfig) -> tuple[Dimension, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError("search: must be a mapping of TrainConfig field -> {grid|choice|uniform|loguniform|randint: ...}")
+    allowed = [n for n in TrainConfig.field_names() if n != "seed"]
+    types = TrainConfig.__dataclass_fields__
+    dimensions = []
+    for name, rule in raw.items():
+        where = f"search.{name}"
+        if name == "seed":
+            raise ConfigError(f"{where}: seeds are set with the top-level 'seeds' field")
+        if name not in allowed:
+            raise ConfigError(f"{where}: unknown field; allowed: {', '.join(allowed)}")
+        if not isinstance(rule, dict) or len(rule) != 1:
+            raise ConfigError(f"{where}: must be one of {{grid: [...]}}, {{choice: [...]}}, "
+                              "{uniform: [low, high]}, {loguniform: [low, high]}, {randint: [low, high]}")
+        kind, values = next(iter(rule.items()))
+        if kind not in DISTRIBUTIONS:
+            raise ConfigError(f"{where}: unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.{kind}: must be a non-empty list")
+        values = [coerce(name, v, types[name].type) for v in values]
+        if kind in ("uniform", "loguniform", "randint"):
+            if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ConfigError(f"{where}.{kind}: must be [low, high], two numbers")
+            low, high = values
+            if not low < high:
+                raise ConfigError(f"{where}.{kind}: low must be < high (got {low}, {high})")
+            if kind == "loguniform" and low <= 0:
+                raise ConfigError(f"{where}.loguniform: bounds must be > 0 (got {low}, {high})")
+            if kind == "randint" and not all(isinstance(v, int) for v in values):
+                raise ConfigError(f"{where}.randint: bounds must be integers (got {low}, {high})")
+            probes = [low, high - 1] if kind == "randint" else [low, high]
+        else:
+            probes = values
+        for value in probes:  # every value the search can produce must make a valid config
+            try:
+                train.replace(**{name: value})
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
+        dimensions.append(Dimension(name, kind, tuple(values)))
+    return tuple(dimensions)
+
+
+def _parse_seeds(raw) -> tuple[int, ...]:
+    if isinstance(raw, bool):
+        raise ConfigError(f"seeds: must be a count >= 1 or a list of distinct integers (got {raw!r})")
+    if isinstance(raw, int):
+        if raw < 1:
+            raise ConfigError(f"seeds: must be a count >= 1 or a list of distinct integers (got {raw})")
+        return tuple(range(raw))
+    if isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) for s in raw) \
+            and len(set(raw)) == len(raw):
+        for seed in raw:
+            TrainConfig(seed=seed)  # range check, same message as everywhere
+        return tuple(raw)
+    raise ConfigError(f"seeds: must be a count >= 1 or a list of distinct integers (got {raw!r})")
+
+
+def _choice_field(raw: dict, name: str, default: str, allowed) -> str:
+    value = raw.get(name, default)
+    if value not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)} (got {value!r})")
+    return value
+
+
+def _int_field(raw: dict, name: str, default: int, minimum: int, prefix: str = "") -> int:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{prefix}{name}: must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def _number(value, name: str, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"{name}: must be a number >= {minimum} (got {value!r})")
+    return float(value)

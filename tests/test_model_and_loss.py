@@ -1,0 +1,127 @@
+import torch
+import torch.nn.functional as F
+
+from distributed_agent.a2c import a2c_loss, steps_that_count
+from distributed_agent.env import ANS, EOS, MUL, ToolEnv
+from distributed_agent.model import ActorCritic, Rollout
+
+
+def batch(n=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    stages = torch.arange(n) % 3
+    operands, context = ToolEnv("tutorial").sample(n, stages, generator)
+    return context, stages
+
+
+def test_tutorial_init_equals_the_tutorials_broadcast_expression():
+    torch.manual_seed(0)
+    model = ActorCritic(32, init="tutorial")
+    context, stages = batch()
+    # The tutorial's own expression, with its (B, d) + (B, 1, d) -> (B, B, d) broadcast.
+    mixed = model.token_embedding(context).mean(1) + model.stage_embedding(stages).unsqueeze(1)
+    expected = torch.tanh(mixed.mean(1))
+    assert torch.allclose(model.initial_state(context, stages), expected, atol=1e-6)
+
+
+def test_episode_init_depends_on_the_episode_alone():
+    torch.manual_seed(0)
+    model = ActorCritic(32, init="episode")
+    context, stages = batch()
+    whole = model.initial_state(context, stages)
+    # Stage-0 rows alone have a narrower padded context (fewer EOS): same state all the same.
+    rows = stages == 0
+    alone = model.initial_state(context[rows][:, :4], stages[rows])
+    assert torch.allclose(whole[rows], alone, atol=1e-6)
+    tutorial = ActorCritic(32, init="tutorial")
+    tutorial.load_state_dict(model.state_dict())
+    assert not torch.allclose(tutorial.initial_state(context, stages)[rows],
+                              tutorial.initial_state(context[rows][:, :4], stages[rows]), atol=1e-4)
+
+
+def test_sampling_is_reproducible_and_respects_the_action_mask():
+    torch.manual_seed(0)
+    model = ActorCritic(32)
+    context, stages = batch(64)
+    first = model(context, stages, 6, generator=torch.Generator().manual_seed(5)).actions
+    second = model(context, stages, 6, generator=torch.Generator().manual_seed(5)).actions
+    other = model(context, stages, 6, generator=torch.Generator().manual_seed(6)).actions
+    assert torch.equal(first, second) and not torch.equal(first, other)
+    mask = torch.zeros(18, dtype=torch.bool)
+    mask[[MUL, ANS]] = True
+    masked = model(context, stages, 6, generator=torch.Generator().manual_seed(5), action_mask=mask).actions
+    assert bool(((masked == MUL) | (masked == ANS)).all())
+    greedy = model(context, stages, 6, greedy=True)
+    assert torch.equal(greedy.actions, greedy.logits.argmax(-1))
+
+
+def test_gumbel_max_sampling_matches_the_softmax_distribution():
+    model = ActorCritic(8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.policy_head.bias.copy_(torch.linspace(-2, 2, 18))
+    context, stages = batch(20000)
+    actions = model(context, stages, 1, generator=torch.Generator().manual_seed(0)).actions[:, 0]
+    frequencies = torch.bincount(actions, minlength=18).float() / len(actions)
+    assert torch.allclose(frequencies, F.softmax(model.policy_head.bias, 0), atol=0.01)
+
+
+def made_up_rollout(seed=0, n=32, steps=6):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, steps, 18, generator=generator, requires_grad=True)
+    values = torch.randn(n, steps, generator=generator, requires_grad=True)
+    actions = torch.randint(10, 18, (n, steps), generator=generator)
+    reward = torch.rand(n, generator=generator) * 1.2
+    return Rollout(actions, logits, values), reward
+
+
+def test_tutorial_loss_is_the_tutorials_formula():
+    rollout, reward = made_up_rollout()
+    terms = a2c_loss(rollout, reward, loss="tutorial", entropy_coef=0.01, value_coef=0.5)
+    pi = F.log_softmax(rollout.logits, -1).exp()
+    ent = -(pi * torch.log(pi + 1e-9)).sum(-1)
+    logp = F.log_softmax(rollout.logits, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
+    adv = (reward - rollout.values.sum(1)).detach()
+    expected = -(logp.sum(1) * adv).mean() + 0.5 * F.mse_loss(rollout.values.sum(1), reward) + 0.01 * -ent.mean()
+    assert torch.allclose(terms.total, expected, atol=1e-6)
+
+
+def test_masked_loss_ignores_everything_after_ans():
+    rollout, reward = made_up_rollout()
+    rollout.actions[:, :2] = MUL
+    rollout.actions[:, 2] = ANS
+    counted = steps_that_count(rollout.actions)
+    assert bool(counted[:, :3].all()) and not bool(counted[:, 3:].any())
+    terms = a2c_loss(rollout, reward, loss="masked", entropy_coef=0.05, value_coef=0.5, normalize_advantage=True)
+    terms.total.backward()
+    assert float(rollout.logits.grad[:, 3:].abs().sum()) == 0.0
+    assert float(rollout.values.grad[:, 3:].abs().sum()) == 0.0
+    assert float(rollout.logits.grad[:, :3].abs().sum()) > 0.0
+    # Other tokens after ANS: same loss.
+    changed = Rollout(rollout.actions.clone(), rollout.logits, rollout.values)
+    changed.actions[:, 3:] = MUL
+    again = a2c_loss(changed, reward, loss="masked", entropy_coef=0.05, value_coef=0.5, normalize_advantage=True)
+    assert torch.allclose(terms.total, again.total)
+    # The tutorial loss, by contrast, gives credit after ANS.
+    tutorial_rollout, _ = made_up_rollout()
+    tutorial_rollout.actions[:, 2] = ANS
+    a2c_loss(tutorial_rollout, reward, loss="tutorial", entropy_coef=0.01, value_coef=0.5).total.backward()
+    assert float(tutorial_rollout.logits.grad[:, 3:].abs().sum()) > 0.0
+
+
+def test_masked_loss_survives_an_action_mask():
+    rollout, reward = made_up_rollout()
+    with torch.no_grad():
+        rollout.logits[..., :10] = float("-inf")
+    terms = a2c_loss(rollout, reward, loss="masked", entropy_coef=0.3, value_coef=0.5)
+    assert torch.isfinite(terms.total)
+    terms.total.backward()
+    assert bool(torch.isfinite(rollout.logits.grad).all())
+
+
+def test_no_tokens_after_eos_matter_in_context_mean():
+    torch.manual_seed(1)
+    model = ActorCritic(16)
+    context, stages = batch(8)
+    padded = torch.cat([context, torch.full((8, 3), EOS)], 1)
+    assert torch.allclose(model.initial_state(context, stages), model.initial_state(padded, stages), atol=1e-6)

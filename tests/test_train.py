@@ -1,0 +1,84 @@
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from distributed_agent.spec import load_spec
+from distributed_agent.train import TrainConfig, Trainer, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(device="cpu", init="episode", loss="masked", curriculum="mastery", lr=3e-3, entropy_coef=0.03,
+             hidden_size=32, batch_size=64, updates=40, eval_every=5, eval_episodes=64, final_eval_episodes=200)
+
+
+def fingerprint(result):
+    return json.dumps({"success": result.final_success, "reward": result.final_reward,
+                       "history": [asdict(e) | {"seconds": 0} for e in result.history],
+                       "episodes": result.episodes, "updates": result.updates, "samples": result.samples})
+
+
+def test_same_config_and_seed_give_identical_numbers():
+    config = TrainConfig(**SMALL)
+    assert fingerprint(train(config)) == fingerprint(train(config))
+    assert fingerprint(train(config)) != fingerprint(train(config.replace(seed=1)))
+
+
+RESUME_SCRIPT = """
+import json, sys
+from dataclasses import asdict
+from distributed_agent.train import Trainer
+trainer = Trainer.from_checkpoint(sys.argv[1])
+trainer.run()
+result = trainer.result()
+print(json.dumps({"success": result.final_success, "reward": result.final_reward,
+                  "history": [asdict(e) | {"seconds": 0} for e in result.history],
+                  "episodes": result.episodes, "updates": result.updates, "samples": result.samples}))
+"""
+
+
+def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path):
+    config = TrainConfig(**SMALL)
+    straight = train(config)
+    trainer = Trainer(config)
+    trainer.run(until=20)
+    checkpoint = trainer.save(tmp_path / "half.pt")
+    out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(checkpoint)], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert json.loads(out.stdout) == json.loads(fingerprint(straight))
+    assert straight.updates == 40 and len(straight.history) == 8
+
+
+def test_a_diverging_run_raises_a_clear_error():
+    config = TrainConfig(**{**SMALL, "lr": 1e30, "updates": 30})
+    with pytest.raises(FloatingPointError, match=r"loss became (nan|inf|-inf) at update \d+ \(lr=1e\+30\)"):
+        train(config)
+
+
+def test_the_fixed_config_learns_every_stage_of_the_tutorial_environment():
+    config = load_spec(ROOT / "experiments/fixed.yaml").train.replace(device="cpu")
+    result = train(config)
+    assert min(result.final_success) >= 0.99, result.final_success  # 1,000 greedy episodes per stage
+    assert result.episodes <= 150_000
+
+
+def test_the_tutorial_config_does_not():
+    spec = load_spec(ROOT / "experiments/tutorial.yaml")
+    assert spec.train == TrainConfig(device=spec.train.device)  # the defaults are the tutorial
+    for seed in (0, 1, 2):
+        result = train(spec.train.replace(seed=seed, device="cpu"))
+        assert result.final_success[1] < 0.2 and result.final_success[2] < 0.5, (seed, result.final_success)
+        assert result.episodes == 60 * 192
+
+
+def test_mastery_curriculum_unlocks_in_order_and_keeps_replaying():
+    trainer = Trainer(TrainConfig(**{**SMALL, "hidden_size": 64, "batch_size": 256, "updates": 120}))
+    assert trainer.curriculum.batch_stages(1, 64).unique().tolist() == [0]
+    stages_seen = []
+    trainer.run(callback=lambda evaluation, t: stages_seen.append(
+        sorted(set(t.curriculum.batch_stages(t.update + 1, 64).tolist()))))
+    assert stages_seen[-1] == [0, 1, 2]
+    assert stages_seen == sorted(stages_seen, key=len)                  # never locks a stage again
+    assert all(s == list(range(len(s))) for s in stages_seen)         # always replays earlier stages
