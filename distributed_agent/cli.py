@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -88,6 +89,51 @@ def command_explain(args) -> int:
     return 0
 
 
+def command_sweep(args) -> int:
+    from .report import build_report, print_summary, write_report
+    from .spec import load_spec
+    from .sweep import run_sweep
+
+    spec = load_spec(args.spec)
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    path = run_sweep(spec, storage=args.storage, address=address, resume=args.resume,
+                     restart_errored=args.restart_errored)
+    if "://" in path:
+        print(f"\nResults in {path}; copy the folder locally and run: distributed-agent report FOLDER")
+        return 0
+    report = build_report(path)
+    counts = report.trials["status"].value_counts()
+    print(f"\nExperiment {spec.name}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+          + f" (of {len(report.trials)} trials). Results in {path}")
+    print_summary(report)
+    written = write_report(report, Path(path) / "report")
+    print(f"Report written to {written[0].parent} (TensorBoard: tensorboard --logdir {path})")
+    if counts.get("unfinished", 0):
+        print(f"Interrupted: {counts['unfinished']} trials unfinished. Continue with: "
+              f"distributed-agent sweep {args.spec} --storage {args.storage} --resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def command_report(args) -> int:
+    from .report import build_report, compare_reports, print_summary, write_report
+
+    labels = args.labels.split(",") if args.labels else [Path(d).name for d in args.run_dirs]
+    if len(labels) != len(args.run_dirs):
+        raise ConfigError(f"--labels: {len(labels)} labels for {len(args.run_dirs)} run folders; give one per folder")
+    reports = [build_report(run_dir) for run_dir in args.run_dirs]
+    out = Path(args.out) if args.out else Path("results") / ("_vs_".join(labels) if len(reports) > 1 else reports[0].name)
+    if (out / "summary.csv").exists() and not args.overwrite:
+        raise ConfigError(f"--out: {out} already holds a report; pass --overwrite to replace it, or choose another --out")
+    if len(reports) == 1:
+        print_summary(reports[0])
+        written = write_report(reports[0], out)
+    else:
+        written = compare_reports(reports, labels, out, configs=args.config)
+    print("Wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distributed-agent", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--checkpoint", required=True)
     explain.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     explain.set_defaults(run=command_explain)
+
+    sweep = commands.add_parser("sweep", help="run a Ray Tune sweep from an experiment spec")
+    sweep.add_argument("spec", nargs="?", default=DEFAULT_SPEC, help=f"experiment YAML (default {DEFAULT_SPEC})")
+    sweep.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+    sweep.add_argument("--storage", default="runs", help="where Tune writes: a path or a URI (default runs/)")
+    sweep.add_argument("--resume", action="store_true", help="continue the interrupted experiment of this name")
+    sweep.add_argument("--restart-errored", action="store_true",
+                       help="with --resume: restart errored trials from scratch (default: from their checkpoint)")
+    sweep.set_defaults(run=command_sweep)
+
+    report = commands.add_parser("report", help="tables and plots of one experiment, or a comparison of several")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folder(s), e.g. runs/default")
+    report.add_argument("--out", help="output folder (default results/NAME)")
+    report.add_argument("--labels", help="comma-separated names of the experiments compared")
+    report.add_argument("--config", action="append", default=[], metavar="LABEL:KEY=VALUE,...",
+                        help="compare this configuration of an experiment instead of its best one")
+    report.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    report.set_defaults(run=command_report)
     return parser
 
 

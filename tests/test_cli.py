@@ -1,0 +1,99 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distributed_agent.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"updates": 10, "batch_size": 32, "hidden_size": 16, "eval_episodes": 16, "final_eval_episodes": 50,
+        "device": "cpu"}
+
+
+def write_spec(tmp_path, train, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"name": "t", "train": train}))
+    return path
+
+
+@pytest.mark.parametrize("train,field,allowed", [
+    ({"lerning_rate": 0.1}, "lerning_rate", "allowed: variant"),
+    ({"lr": -0.001}, "lr", "> 0"),
+    ({"lr": 0}, "lr", "> 0"),
+    ({"lr": "fast"}, "lr", "float"),
+    ({"batch_size": 0}, "batch_size", "> 0"),
+    ({"batch_size": 12.5}, "batch_size", "int"),
+    ({"hidden_size": -4}, "hidden_size", "> 0"),
+    ({"updates": True}, "updates", "int"),
+    ({"variant": "easy"}, "variant", "tutorial, declared"),
+    ({"loss": "ppo"}, "loss", "tutorial, masked"),
+    ({"curriculum": "random"}, "curriculum", "tutorial, mixed, mastery"),
+    ({"device": "tpu"}, "device", "auto, cpu, cuda"),
+    ({"init": "zeros"}, "init", "episode, tutorial"),
+    ({"mastery_threshold": 1.5}, "mastery_threshold", "(0, 1]"),
+])
+def test_bad_config_is_one_line_naming_the_field(tmp_path, capsys, train, field, allowed):
+    spec = write_spec(tmp_path, train)
+    save = tmp_path / "out.pt"
+    assert main(["train", "--config", str(spec), "--save", str(save)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err and allowed in err, err
+    assert not save.exists()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("lr", "--set: expected key=value"),
+    ("=3", "--set: expected key=value"),
+    ("lr=[1,", "--set lr: value '[1,' does not parse"),
+    ("lr=-1", "lr: must be > 0"),
+    ("colour=blue", "train.colour: unknown field"),
+    ("variant=easy", "variant: must be one of tutorial, declared"),
+])
+def test_bad_set_is_one_line(tmp_path, capsys, override, needle):
+    spec = write_spec(tmp_path, TINY)
+    assert main(["train", "--config", str(spec), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_missing_or_broken_files_are_one_line(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {lr: [1, 2\n")
+    assert main(["train", "--config", str(broken)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["explain", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "checkpoint: no such file" in capsys.readouterr().err
+    assert main(["explain", "--checkpoint", str(broken)]) == 2
+    assert "is not a distributed_agent checkpoint" in capsys.readouterr().err
+
+
+def test_train_prints_progress_samples_and_final_then_explain_reads_the_checkpoint(tmp_path, capsys):
+    spec = write_spec(tmp_path, {**TINY, "eval_every": 5})
+    save = tmp_path / "run.pt"
+    assert main(["train", "--config", str(spec), "--set", "lr=3e-3", "--set", "seed=4", "--save", str(save)]) == 0
+    out = capsys.readouterr().out
+    assert "lr=0.003" in out and "seed=4" in out
+    progress = [line for line in out.splitlines() if line.startswith("update")]
+    assert [line.split()[1] for line in progress] == ["5", "10"]
+    assert out.count("tools:") == 15  # 5 explained samples per stage
+    final = out[out.index("Final greedy evaluation"):]
+    assert all(f"stage {s}: success" in final for s in range(3))
+    assert main(["explain", "--checkpoint", str(save), "--device", "cpu"]) == 0
+    explained = capsys.readouterr().out
+    assert explained[explained.index("Final greedy"):] == final[:final.index("Checkpoint saved")]
+    # An existing checkpoint is never overwritten.
+    before = save.read_bytes()
+    assert main(["train", "--config", str(spec), "--save", str(save)]) == 2
+    assert "exists" in capsys.readouterr().err and save.read_bytes() == before
+
+
+def test_console_entry_point_exits_non_zero_on_bad_input(tmp_path):
+    spec = write_spec(tmp_path, {"lr": -1})
+    done = subprocess.run([sys.executable, "-m", "distributed_agent", "train", "--config", str(spec)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "distributed-agent: error: lr: must be > 0 (got -1.0)"
