@@ -102,7 +102,8 @@ def build_report(run_dir: str | Path) -> Report:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run folder: {str(run_dir)!r} does not exist (give an experiment folder, e.g. runs/default)")
-    trial_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "result.json").exists())
+    trial_dirs = sorted(p for p in run_dir.iterdir()
+                        if p.is_dir() and ((p / "result.json").exists() or (p / "params.json").exists()))
     if not trial_dirs:
         raise ConfigError(f"run folder: {str(run_dir)!r} holds no trial results (no */result.json)")
     problems: list[str] = []
@@ -111,11 +112,11 @@ def build_report(run_dir: str | Path) -> Report:
     seeds_asked = _seeds_asked(spec)
     rows, curve_rows, hyper = [], [], []
     for trial_dir in trial_dirs:
-        reports = read_result_lines(trial_dir / "result.json", problems)
-        if not reports:
-            problems.append(f"{trial_dir.name}: no readable report yet")
-            continue
-        last = reports[-1]
+        reports = read_result_lines(trial_dir / "result.json", problems) if (trial_dir / "result.json").exists() else []
+        # A trial resumed from an older checkpoint reports some iterations again: keep the last.
+        reports = list({r.get("training_iteration", i): r for i, r in enumerate(reports)}.values())
+        # A trial that failed before its first report still counts: its config is in params.json.
+        last = reports[-1] if reports else {"config": _read_params(trial_dir, problems)}
         trial_id = last.get("trial_id", trial_dir.name.removeprefix("trial_"))
         params = trial_params(last.get("config", {}))
         for name in params:
@@ -149,6 +150,14 @@ def build_report(run_dir: str | Path) -> Report:
     summary = summarize(trials, hyper, seeds_asked)
     name = (spec or {}).get("name", run_dir.name)
     return Report(name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems)
+
+
+def _read_params(trial_dir: Path, problems: list[str]) -> dict:
+    try:
+        return json.loads((trial_dir / "params.json").read_text())
+    except (OSError, ValueError):
+        problems.append(f"{trial_dir.name}: no readable report and no readable params.json")
+        return {}
 
 
 def _read_spec(run_dir: Path) -> dict | None:

@@ -128,10 +128,10 @@ def local_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def build_trainable(spec: ExperimentSpec):
+def build_trainable(spec: ExperimentSpec, trial_fn=None):
     from ray import tune
 
-    trainable = tune.with_parameters(run_trial, base=spec.train.to_dict(), seeds=spec.seeds,
+    trainable = tune.with_parameters(trial_fn or run_trial, base=spec.train.to_dict(), seeds=spec.seeds,
                                      checkpoint_every=spec.checkpoint_every, gpus=spec.gpus_per_trial,
                                      cpus=spec.cpus_per_trial)
     return tune.with_resources(trainable, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
@@ -141,7 +141,7 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(spec: ExperimentSpec, storage: str):
+def build_tuner(spec: ExperimentSpec, storage: str, trial_fn=None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -165,7 +165,7 @@ def build_tuner(spec: ExperimentSpec, storage: str):
         param_space = {"hp": tune.grid_search(spec.variants())}
         search_alg, num_samples = None, 1
     return tune.Tuner(
-        build_trainable(spec),
+        build_trainable(spec, trial_fn),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
                                     num_samples=num_samples, reuse_actors=True, trial_dirname_creator=trial_dirname),
@@ -196,7 +196,7 @@ def start_ray(address: str | None) -> None:
 
 
 def run_sweep(spec: ExperimentSpec, storage: str = "runs", address: str | None = None, resume: bool = False,
-              restart_errored: bool = False) -> str:
+              restart_errored: bool = False, trial_fn=None) -> str:
     """Run (or resume) a sweep; returns the experiment folder. The spec is already validated.
 
     Tune returns normally also when the driver is interrupted (SIGINT): the report on the folder
@@ -213,13 +213,13 @@ def run_sweep(spec: ExperimentSpec, storage: str = "runs", address: str | None =
     try:
         check_resources(spec, address)
         if resume:
-            tuner = tune.Tuner.restore(path, trainable=build_trainable(spec), resume_unfinished=True,
+            tuner = tune.Tuner.restore(path, trainable=build_trainable(spec, trial_fn), resume_unfinished=True,
                                        resume_errored=not restart_errored, restart_errored=restart_errored)
         else:
             if "://" not in storage:
                 Path(path).mkdir(parents=True)
                 (Path(path) / SPEC_FILE).write_text(yaml.safe_dump(_spec_record(spec), sort_keys=False))
-            tuner = build_tuner(spec, storage)
+            tuner = build_tuner(spec, storage, trial_fn)
         tuner.fit()
     finally:
         ray.shutdown()

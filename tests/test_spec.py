@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distributed_agent.cli import main
+from distributed_agent.config import ConfigError
+from distributed_agent.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_spec_is_valid(spec):
+    assert load_spec(spec).name == spec.stem
+
+
+def test_variants_run_every_sampled_config_on_every_seed():
+    spec = parse_spec({"name": "s", "search": {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"grid": [32, 64]},
+                                               "entropy_coef": {"choice": [0.01, 0.1]}},
+                       "seeds": [3, 7, 11], "samples": 4})
+    variants = spec.variants()
+    assert len(variants) == 2 * 4 * 3
+    configs = {}
+    for variant in variants:
+        key = tuple((k, v) for k, v in sorted(variant.items()) if k != "seed")
+        configs.setdefault(key, []).append(variant["seed"])
+    assert len(configs) == 8 and all(seeds == [3, 7, 11] for seeds in configs.values())
+    assert all(1e-4 <= v["lr"] <= 1e-2 and v["entropy_coef"] in (0.01, 0.1) for v in variants)
+    assert variants == parse_spec(spec.source).variants()  # the same spec draws the same trials
+    assert spec.trial_config(variants[0]).lr == variants[0]["lr"]
+
+
+def test_yaml_numbers_written_like_3e_3_are_numbers(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ntrain: {lr: 3e-3}\nsearch:\n  lr: {grid: [1e-3, 3e-3]}\n")
+    spec = load_spec(path)
+    assert spec.train.lr == 0.003 and spec.search[0].values == (0.001, 0.003)
+
+
+BAD_SPECS = [
+    ({"colour": "blue"}, "colour: unknown spec field"),
+    ({"train": {"lr": -1}}, "lr: must be > 0"),
+    ({"search": {"lr": {"grid": []}}}, "search.lr.grid: must be a non-empty list"),
+    ({"search": {"lr": {"loguniform": [0, 0.1]}}}, "search.lr.loguniform: bounds must be > 0"),
+    ({"search": {"lr": {"loguniform": [-1, 0.1]}}}, "search.lr.loguniform: bounds must be > 0"),
+    ({"search": {"lr": {"normal": [0, 1]}}}, "search.lr: unknown distribution 'normal'"),
+    ({"search": {"depth": {"grid": [1, 2]}}}, "search.depth: unknown field"),
+    ({"search": {"hidden_size": {"grid": [64, 0]}}}, "search.hidden_size: hidden_size: must be > 0"),
+    ({"search": {"variant": {"choice": ["tutorial", "hard"]}}}, "search.variant: variant: must be one of"),
+    ({"seeds": 0}, "seeds: must be a count >= 1"),
+    ({"seeds": [1, 1]}, "seeds: must be a count >= 1 or a list of distinct integers"),
+    ({"scheduler": "hyperband"}, "scheduler: must be one of fifo, asha"),
+    ({"search_alg": "bayes"}, "search_alg: must be one of random, optuna"),
+    ({"metric": "accuracy"}, "metric: must be one of success/min"),
+    ({"resources": {"cpu": 0, "gpu": 0}}, "resources: a trial needs cpu > 0 or gpu > 0"),
+    ({"resources": {"tpu": 1}}, "resources: must be a mapping with cpu and/or gpu"),
+    ({"max_failures": -1}, "max_failures: must be an integer >= 0"),
+    ({"name": "../escape"}, "name: must be letters"),
+]
+
+
+@pytest.mark.parametrize("raw,message", BAD_SPECS, ids=[m.split(":")[0] for _, m in BAD_SPECS])
+def test_bad_specs_are_refused_with_one_line_naming_the_field(raw, message):
+    with pytest.raises(ConfigError) as error:
+        parse_spec({"name": "bad", **raw})
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_bad_spec_on_the_command_line_exits_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    for raw, message in [({"seeds": 0}, "seeds"), ({"resources": {"gpu": 0.25}}, "resources.gpu")]:
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({"name": "bad", **raw}))
+        assert main(["sweep", str(path), "--storage", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not ray.is_initialized()
+        assert not (tmp_path / "runs").exists()  # nothing half-started
+
+
+def test_report_of_a_missing_or_empty_folder_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no trial results" in capsys.readouterr().err

@@ -1,0 +1,210 @@
+"""Sweeps on a real local Ray (and a simulated two-node cluster)."""
+
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ray.cloudpickle
+from distributed_agent.config import ConfigError
+from distributed_agent.report import build_report
+from distributed_agent.spec import parse_spec
+from distributed_agent.sweep import run_sweep
+from distributed_agent.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = {"variant": "tutorial", "init": "episode", "loss": "masked", "curriculum": "mastery", "lr": 3e-3,
+              "entropy_coef": 0.03, "hidden_size": 16, "batch_size": 32, "updates": 30, "eval_every": 5,
+              "eval_episodes": 32, "final_eval_episodes": 100}
+
+# The crashing trainable below is defined here; Ray workers cannot import this test module, so
+# it travels by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def results_by_trial(path):
+    out = {}
+    for result in Path(path).glob("trial_*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        out[result.parent.name] = lines
+    return out
+
+
+def direct_final(spec, params):
+    result = train(spec.trial_config(params).replace(device="cpu"))
+    return result.final_success, result.final_reward
+
+
+def test_a_sweep_gives_each_trial_the_numbers_of_its_config_and_seed(tmp_path):
+    spec = parse_spec({"name": "repro", "train": TINY_TRAIN, "seeds": 2,
+                       "search": {"hidden_size": {"grid": [16, 24]}, "lr": {"loguniform": [1e-3, 1e-2]}}})
+    path = run_sweep(spec, storage=str(tmp_path))
+    trials = results_by_trial(path)
+    assert len(trials) == 4
+    for lines in trials.values():
+        last = lines[-1]
+        assert last["final"] == 1 and last["eval_episodes"] == 100
+        assert [line["training_iteration"] for line in lines] == list(range(1, len(lines) + 1))
+        params = {**last["config"]["hp"]}
+        success, reward = direct_final(spec, params)
+        assert [last[f"success/stage{s}"] for s in range(3)] == success
+        assert [last[f"reward/stage{s}"] for s in range(3)] == reward
+        assert last["success/min"] == min(success)
+    report = build_report(path)
+    assert sorted(report.trials["status"]) == ["terminated"] * 4
+    assert len(report.summary) == 2 and set(report.summary["seeds"]) == {2}
+    # Starting the same experiment again without --resume is refused; nothing is touched.
+    before = {p: p.stat().st_mtime_ns for p in Path(path).rglob("*")}
+    with pytest.raises(ConfigError, match="exists; continue it with --resume"):
+        run_sweep(spec, storage=str(tmp_path))
+    assert before == {p: p.stat().st_mtime_ns for p in Path(path).rglob("*")}
+
+
+def make_crashing_trial(marker: str, crash_at_update: int):
+    def crashing_trial(config, **kwargs):
+        from distributed_agent import sweep
+        from distributed_agent.train import Trainer
+
+        if not os.path.exists(marker):
+            original = Trainer.train_step
+
+            def train_step(self):
+                if self.update + 1 == crash_at_update:
+                    Path(marker).write_text(str(os.getpid()))
+                    os._exit(1)  # the worker process dies, no exception, no cleanup
+                return original(self)
+
+            Trainer.train_step = train_step
+        sweep.run_trial(config, **kwargs)
+
+    return crashing_trial
+
+
+def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_numbers(tmp_path):
+    spec = parse_spec({"name": "crash", "train": {**TINY_TRAIN, "updates": 40}, "seeds": [5],
+                       "checkpoint_every": 2, "max_failures": 2})
+    marker = tmp_path / "crashed"
+    path = run_sweep(spec, storage=str(tmp_path / "runs"), trial_fn=make_crashing_trial(str(marker), 27))
+    assert marker.exists()  # it did crash (after the checkpoint at update 20)
+    (lines,) = results_by_trial(path).values()
+    assert lines[-1]["final"] == 1
+    straight = train(spec.trial_config({"seed": 5}).replace(device="cpu"))
+    assert [lines[-1][f"success/stage{s}"] for s in range(3)] == straight.final_success
+    assert [lines[-1][f"reward/stage{s}"] for s in range(3)] == straight.final_reward
+    by_update = {line["update"]: line for line in lines}   # replayed reports carry the same numbers
+    for evaluation in straight.history[:-1]:
+        assert by_update[evaluation.update]["success/min"] == min(evaluation.success)
+    report = build_report(path)
+    assert report.trials.loc[0, "status"] == "terminated" and report.trials.loc[0, "failures"] == 1
+
+
+def test_a_diverging_trial_is_errored_with_its_reason_and_the_rest_completes(tmp_path):
+    spec = parse_spec({"name": "nan", "train": TINY_TRAIN, "seeds": 1, "max_failures": 0,
+                       "search": {"lr": {"grid": [3e-3, 1e30]}}})
+    path = run_sweep(spec, storage=str(tmp_path))
+    report = build_report(path)
+    trials = report.trials.set_index("lr")
+    assert trials.loc[3e-3, "status"] == "terminated"
+    assert trials.loc[1e30, "status"] == "errored"
+    assert re.search(r"FloatingPointError: loss became (nan|inf) at update \d+", trials.loc[1e30, "error"])
+    row = report.summary.set_index("lr").loc[1e30]
+    assert row["errored"] == 1 and row["incomplete"] and row["solved_share"] == 0
+
+
+def test_trials_spread_over_the_nodes_of_a_multi_node_cluster(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        node_ids = {cluster.add_node(num_cpus=1).node_id for _ in range(2)}
+        spec = parse_spec({"name": "multi", "train": {**TINY_TRAIN, "updates": 60}, "seeds": 4})
+        path = run_sweep(spec, storage=str(tmp_path), address=cluster.address)
+    finally:
+        cluster.shutdown()
+    trials = results_by_trial(path)
+    assert len(trials) == 4 and all(lines[-1]["final"] == 1 for lines in trials.values())
+    used = {lines[-1]["node_id"] for lines in trials.values()}
+    assert used == node_ids  # both worker nodes ran trials; the CPU-less head none
+
+
+# ---- the driver killed mid-sweep, then --resume --------------------------------------------
+
+def session_processes(session_id: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session_id:  # field 6 of stat: the session id
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_session(session_id: int) -> None:
+    for _ in range(3):
+        pids = session_processes(session_id)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trials(tmp_path, how):
+    spec_path = tmp_path / "killed.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "killed", "seeds": 3, "checkpoint_every": 4, "search": {"hidden_size": {"grid": [32, 48]}},
+        "train": {**TINY_TRAIN, "updates": 500, "batch_size": 96, "eval_every": 10, "hidden_size": 32}}))
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "distributed_agent", "sweep", str(spec_path), "--storage", str(runs)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    sessions = [driver.pid]
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait for one finished and one unfinished trial
+            lines = results_by_trial(runs / "killed") if (runs / "killed").exists() else {}
+            finished = {k for k, v in lines.items() if v and v[-1].get("final") == 1}
+            if finished and len(finished) < 6 and len(lines) > len(finished):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached a state with finished and unfinished trials")
+        finished_before = {k: v for k, v in results_by_trial(runs / "killed").items() if v[-1].get("final") == 1}
+        driver.send_signal(how)
+        output = driver.communicate(timeout=120)[0].decode()
+        if how == signal.SIGINT:
+            assert driver.returncode == 1 and "--resume" in output, output[-2000:]
+        kill_session(driver.pid)  # a SIGKILLed driver leaves its Ray processes behind
+
+        resumed = subprocess.Popen(command + ["--resume"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        sessions.append(resumed.pid)
+        output = resumed.communicate(timeout=300)[0].decode()
+        assert resumed.returncode == 0, output[-3000:]
+        after = results_by_trial(runs / "killed")
+        assert len(after) == 6 and all(v[-1]["final"] == 1 for v in after.values())
+        for trial, lines in finished_before.items():  # finished trials kept as they were, not re-run
+            assert after[trial] == lines
+        spec = parse_spec(yaml.safe_load(spec_path.read_text()))
+        interrupted = next(v for k, v in after.items() if k not in finished_before)
+        success, reward = direct_final(spec, interrupted[-1]["config"]["hp"])  # same as never interrupted
+        assert [interrupted[-1][f"success/stage{s}"] for s in range(3)] == success
+        assert (runs / "killed" / "report" / "summary.md").exists()
+    finally:
+        for session in sessions:
+            kill_session(session)
