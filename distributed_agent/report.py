@@ -221,10 +221,14 @@ def iqm(values) -> float:
 
 
 def probability_of_improvement(x_by_stage: list, y_by_stage: list) -> float:
-    """rliable's P(X > Y): over stages, the mean of U / (n m) from the Mann-Whitney U statistic."""
+    """rliable's P(X > Y): over stages, the mean of U / (n m) from the Mann-Whitney U statistic.
+
+    Seeds without a measurement (failed before their first evaluation) are left out.
+    """
     probabilities = []
     for x, y in zip(x_by_stage, y_by_stage):
         x, y = np.asarray(x, float), np.asarray(y, float)
+        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
         u = stats.mannwhitneyu(x, y, alternative="two-sided").statistic
         probabilities.append(u / (len(x) * len(y)))
     return float(np.mean(probabilities))
