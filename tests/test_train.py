@@ -82,3 +82,20 @@ def test_mastery_curriculum_unlocks_in_order_and_keeps_replaying():
     assert stages_seen[-1] == [0, 1, 2]
     assert stages_seen == sorted(stages_seen, key=len)                  # never locks a stage again
     assert all(s == list(range(len(s))) for s in stages_seen)         # always replays earlier stages
+
+
+def test_tutorial_and_mixed_curricula_follow_the_tutorial_schedule():
+    from distributed_agent.curriculum import Curriculum
+
+    tutorial, mixed = Curriculum("tutorial"), Curriculum("mixed")
+    expected = [0] * 30 + [1] * 20 + [2] * 20
+    assert [tutorial.batch_stages(u, 4)[0].item() for u in range(1, 71)] == expected
+    assert mixed.batch_stages(1, 6).tolist() == [0] * 6
+    assert mixed.batch_stages(31, 6).tolist() == [0, 0, 0, 1, 1, 1]
+    assert mixed.batch_stages(51, 6).tolist() == [0, 0, 1, 1, 2, 2]
+    mastery = Curriculum("mastery", threshold=0.9)
+    mastery.observe([0.8, 0.0, 0.0], episodes=100)
+    assert mastery.unlocked == 1
+    mastery.observe([0.95, 0.0, 0.0], episodes=200)
+    assert mastery.unlocked == 2 and mastery.unlocked_at_episode == [0, 200]
+    assert mastery.batch_stages(99, 5).tolist() == [0, 0, 0, 1, 1]
