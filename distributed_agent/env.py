@@ -169,29 +169,27 @@ class ToolEnv:
         return (correct.double() + self.answer_shaping * (0.0 + shaped)).float()
 
     def _run_tutorial(self, actions, operands, stage):
-        batch, steps = actions.shape
         a, b, c, d, e = operands.unbind(1)
-        zero = torch.zeros_like(a)
-        last, last_set = zero.clone(), torch.zeros_like(a, dtype=torch.bool)
-        mem_set = torch.zeros_like(last_set)
-        done = torch.zeros_like(last_set)
-        for t in range(min(steps, TUTORIAL_MAX_STEPS)):
-            token = actions[:, t]
-            live = ~done
-            is_mul = live & (token == MUL)
-            last = torch.where(is_mul, torch.where(last_set, last * torch.where(stage > 0, d, 1), a * b), last)
-            is_add = live & (token == ADD) & last_set
-            last = torch.where(is_add, last + c, last)
-            is_sub = live & (token == SUB) & last_set
-            subtrahend = torch.where((stage == 2) & mem_set, e, torch.where(stage > 0, d, zero))
-            last = torch.where(is_sub, last - subtrahend, last)
-            is_rcl = live & (token == RCL) & mem_set
-            recalled = torch.where(stage == 2, d * e, torch.where(last_set & (last != 0), last, zero))
-            last = torch.where(is_rcl, recalled, last)
+        # The value of an empty `last` is never read (MUL then starts from a*b, RCL from 0, ANS
+        # compares nothing), so ADD and SUB may change it freely; only `last_set` must be exact.
+        last = torch.zeros_like(a)
+        last_set = torch.zeros_like(a, dtype=torch.bool)
+        mem_set, done = last_set.clone(), last_set.clone()
+        product, multiplier = a * b, torch.where(stage > 0, d, 1)
+        subtrahend = torch.where(stage > 0, d, 0)
+        subtrahend_with_mem = torch.where(stage == 2, e, subtrahend)
+        stage2, de = stage == 2, d * e
+        for t in range(min(actions.shape[1], TUTORIAL_MAX_STEPS)):
+            token = torch.where(done, EOS, actions[:, t])  # after ANS every token is a no-op
+            is_mul, is_rcl = token == MUL, (token == RCL) & mem_set
+            last = torch.where(is_mul, torch.where(last_set, last * multiplier, product), last)
+            last = torch.where(token == ADD, last + c, last)
+            last = torch.where(token == SUB, last - torch.where(mem_set, subtrahend_with_mem, subtrahend), last)
+            # RCL: d*e on stage 2, else `last if last else 0`, which is `last` when set, else 0.
+            last = torch.where(is_rcl, torch.where(stage2, de, last * last_set), last)
             last_set = last_set | is_mul | is_rcl
-            mem_set = mem_set | (live & (token == STO))
-            done = done | (live & (token == ANS))
-        # `last` keeps its value after ANS because every effect above is gated on `live`.
+            mem_set = mem_set | (token == STO)
+            done = done | (token == ANS)
         return last, last_set, done
 
     def _run_declared(self, actions, operands, stage):

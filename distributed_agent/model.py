@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .env import CTX, EOS, NUM_STAGES, VOCAB_SIZE
 
@@ -56,22 +58,113 @@ class ActorCritic(nn.Module):
         """Emit `steps` tokens: sampled (Gumbel-max with `generator`) or, if greedy, the argmax.
 
         action_mask: BoolTensor[V] of allowed tokens (None: all allowed).
+
+        The same numbers as `forward_reference` (checked by a test), computed faster: the GRU
+        steps run inside one autograd Function with a hand-written backward (FusedRollout), the
+        input projection of every token is computed once and looked up per step, the value head
+        runs once on all hidden states, and the sampling noise is drawn once.
         """
         batch = context.shape[0]
         hidden = self.initial_state(context, stage)
+        input_table = F.linear(self.token_embedding.weight, self.gru.weight_ih, self.gru.bias_ih)  # [V, 3d]
+        logits_bias = self.policy_head.bias
+        if action_mask is not None:
+            logits_bias = logits_bias.masked_fill(~action_mask, float("-inf"))
+        noise = None if greedy else self._gumbel(steps, batch, generator, context.device)
+        actions, logits, hiddens = FusedRollout.apply(input_table, hidden, self.gru.weight_hh, self.gru.bias_hh,
+                                                      self.policy_head.weight, logits_bias, noise, steps)
+        return Rollout(actions, logits, self.value_head(hiddens).squeeze(-1))
+
+    def forward_reference(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *,
+                          greedy: bool = False, generator: torch.Generator | None = None,
+                          action_mask: torch.Tensor | None = None) -> Rollout:
+        """The straightforward rollout with nn.GRUCell, kept as the specification of `forward`."""
+        batch = context.shape[0]
+        hidden = self.initial_state(context, stage)
         token = torch.full((batch,), CTX, dtype=torch.long, device=context.device)
-        if not greedy:
-            uniform = torch.rand((steps, batch, self.policy_head.out_features), generator=generator,
-                                 device=context.device)
-            gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+        noise = None if greedy else self._gumbel(steps, batch, generator, context.device)
         actions, logits_per_step, values = [], [], []
         for t in range(steps):
             hidden = self.gru(self.token_embedding(token), hidden)
             logits = self.policy_head(hidden)
             if action_mask is not None:
                 logits = logits.masked_fill(~action_mask, float("-inf"))
-            token = logits.argmax(-1) if greedy else (logits.detach() + gumbel[t]).argmax(-1)
+            token = logits.argmax(-1) if greedy else (logits.detach() + noise[t]).argmax(-1)
             actions.append(token)
             logits_per_step.append(logits)
             values.append(self.value_head(hidden).squeeze(-1))
         return Rollout(torch.stack(actions, 1), torch.stack(logits_per_step, 1), torch.stack(values, 1))
+
+    def _gumbel(self, steps: int, batch: int, generator, device) -> torch.Tensor:
+        uniform = torch.rand((steps, batch, self.policy_head.out_features), generator=generator, device=device)
+        return -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+
+
+class FusedRollout(torch.autograd.Function):
+    """`steps` GRU-cell steps feeding each sampled token back in, with backpropagation through
+    time written by hand: per step a few tensor operations instead of autograd's bookkeeping, and
+    the weight gradients as one large matrix product over all steps after the loop.
+
+    Inputs: input_table [V, 3d] (W_ih applied to every token embedding, plus b_ih), hidden [B, d],
+    W_hh [3d, d], b_hh [3d], W_pi [V, d], b_pi [V] (-inf where masked), noise [T, B, V] or None
+    (greedy). Outputs: actions [B, T], logits [B, T, V], hiddens [B, T, d].
+    Gate order and formulas are nn.GRUCell's: r, z, n; h' = n + z (h - n).
+    """
+
+    @staticmethod
+    def forward(ctx, input_table, hidden, w_hh, b_hh, w_pi, b_pi, noise, steps):
+        batch, size = hidden.shape
+        # Every per-step result is written straight into its slot of a [T, ...] buffer (out=):
+        # stacking lists afterwards cost more than the arithmetic at these sizes.
+        new = functools.partial(torch.empty, dtype=hidden.dtype, device=hidden.device)
+        tokens = torch.empty(steps + 1, batch, dtype=torch.long, device=hidden.device)
+        tokens[0] = CTX
+        from_hidden, gates = new(steps, batch, 3 * size), new(steps, batch, 2 * size)
+        candidates, hiddens, logits = new(steps, batch, size), new(steps + 1, batch, size), new(steps, batch, w_pi.shape[0])
+        hiddens[0] = hidden
+        for t in range(steps):
+            from_input = input_table.index_select(0, tokens[t])
+            torch.addmm(b_hh, hiddens[t], w_hh.t(), out=from_hidden[t])
+            torch.sigmoid(from_input[:, :2 * size] + from_hidden[t, :, :2 * size], out=gates[t])
+            # tanh(x) = 2 sigmoid(2x) - 1: the same value, and 3x faster than torch.tanh on CPU here.
+            pre_candidate = torch.addcmul(from_input[:, 2 * size:], gates[t, :, :size], from_hidden[t, :, 2 * size:])
+            torch.sigmoid(pre_candidate.mul_(2), out=candidates[t]).mul_(2).sub_(1)
+            torch.addcmul(candidates[t], gates[t, :, size:], hiddens[t] - candidates[t], out=hiddens[t + 1])
+            torch.addmm(b_pi, hiddens[t + 1], w_pi.t(), out=logits[t])
+            torch.argmax(logits[t] if noise is None else logits[t] + noise[t], -1, out=tokens[t + 1])
+        ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens)
+        actions = tokens[1:].t()
+        ctx.mark_non_differentiable(actions)
+        return actions, logits.transpose(0, 1), hiddens[1:].transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, _grad_actions, grad_logits, grad_hiddens):
+        input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens = ctx.saved_tensors
+        steps, batch, size = candidates.shape
+        previous = hiddens[:-1]
+        grad_logits = grad_logits.transpose(0, 1)                       # [T, B, V]
+        # Every step's hidden state receives its own gradient plus the policy head's.
+        grad_hidden_out = torch.baddbmm(grad_hiddens.transpose(0, 1), grad_logits, w_pi.expand(steps, -1, -1))
+        reset, update = gates[..., :size], gates[..., size:]
+        # The factors that do not depend on the incoming gradient, for all steps at once.
+        to_pre_candidate = (1 - update) * (1 - candidates * candidates)
+        to_pre_update = (previous - candidates) * update * (1 - update)
+        to_pre_reset = from_hidden[..., 2 * size:] * reset * (1 - reset)
+        carry = torch.zeros_like(previous[0])
+        grad_from_hidden = torch.empty_like(from_hidden)   # d(W_hh h + b_hh), step by step
+        grad_input = torch.empty_like(from_hidden)         # d(W_ih x + b_ih): n taken before the reset gate
+        for t in reversed(range(steps)):
+            grad_h = grad_hidden_out[t] + carry
+            grad_pre_candidate = grad_h * to_pre_candidate[t]
+            grad_reset, grad_update = grad_pre_candidate * to_pre_reset[t], grad_h * to_pre_update[t]
+            torch.cat([grad_reset, grad_update, grad_pre_candidate * reset[t]], 1, out=grad_from_hidden[t])
+            torch.cat([grad_reset, grad_update, grad_pre_candidate], 1, out=grad_input[t])
+            carry = torch.addmm(grad_h * update[t], grad_from_hidden[t], w_hh)
+        flat_grad_hidden = grad_from_hidden.reshape(-1, 3 * size)
+        grad_w_hh = flat_grad_hidden.t().mm(previous.reshape(-1, size))
+        grad_b_hh = flat_grad_hidden.sum(0)
+        flat_logits = grad_logits.reshape(-1, grad_logits.shape[-1])
+        grad_w_pi = flat_logits.t().mm(hiddens[1:].reshape(-1, size))
+        grad_b_pi = flat_logits.sum(0)
+        grad_table = torch.zeros_like(input_table).index_add_(0, tokens[:-1].reshape(-1), grad_input.reshape(-1, 3 * size))
+        return grad_table, carry, grad_w_hh, grad_b_hh, grad_w_pi, grad_b_pi, None, None

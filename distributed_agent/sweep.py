@@ -62,7 +62,7 @@ def run_trial(config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpu
                                     evaluation.loss, evaluation.seconds)
         metrics = {**evaluation.metrics(), "seed": train_config.seed, "final": int(final),
                    "eval_episodes": train_config.final_eval_episodes if final else train_config.eval_episodes,
-                   "node_id": node_id, "device": str(trainer.device)}
+                   "node_id": node_id, "device": str(trainer.device), "rss_mib": resident_mib()}
         if final or len(trainer.history) % checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as directory:
                 trainer.save(Path(directory) / STATE_FILE)
@@ -71,6 +71,16 @@ def run_trial(config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpu
             tune.report(metrics)
 
     trainer.run(callback=report)
+
+
+def resident_mib() -> float:
+    """Current resident memory of this process (Linux), else its peak."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +151,7 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(spec: ExperimentSpec, storage: str, trial_fn=None):
+def build_tuner(spec: ExperimentSpec, storage: str, trial_fn=None, verbose: int = 1):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -171,7 +181,7 @@ def build_tuner(spec: ExperimentSpec, storage: str, trial_fn=None):
                                     num_samples=num_samples, reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=spec.name, storage_path=storage_root(storage),
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=verbose),
     )
 
 
@@ -192,11 +202,14 @@ def start_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token notice on a private local Ray
+        # Each trial of a reused worker runs in a new thread, and glibc gives new threads new malloc
+        # arenas: without a cap a worker grew by ~7 MiB per trial (benchmarks/sweep_overhead.py).
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
 def run_sweep(spec: ExperimentSpec, storage: str = "runs", address: str | None = None, resume: bool = False,
-              restart_errored: bool = False, trial_fn=None) -> str:
+              restart_errored: bool = False, trial_fn=None, verbose: int = 1) -> str:
     """Run (or resume) a sweep; returns the experiment folder. The spec is already validated.
 
     Tune returns normally also when the driver is interrupted (SIGINT): the report on the folder
@@ -219,7 +232,7 @@ def run_sweep(spec: ExperimentSpec, storage: str = "runs", address: str | None =
             if "://" not in storage:
                 Path(path).mkdir(parents=True)
                 (Path(path) / SPEC_FILE).write_text(yaml.safe_dump(_spec_record(spec), sort_keys=False))
-            tuner = build_tuner(spec, storage, trial_fn)
+            tuner = build_tuner(spec, storage, trial_fn, verbose)
         tuner.fit()
     finally:
         ray.shutdown()

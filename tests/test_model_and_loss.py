@@ -125,3 +125,28 @@ def test_no_tokens_after_eos_matter_in_context_mean():
     context, stages = batch(8)
     padded = torch.cat([context, torch.full((8, 3), EOS)], 1)
     assert torch.allclose(model.initial_state(context, stages), model.initial_state(padded, stages), atol=1e-6)
+
+
+def test_fast_forward_equals_the_straightforward_gru_cell_rollout():
+    torch.manual_seed(3)
+    for init in ("episode", "tutorial"):
+        model = ActorCritic(48, init=init)
+        context, stages = batch(64, seed=2)
+        mask = torch.ones(18, dtype=torch.bool)
+        mask[:10] = False
+        for kwargs in ({"greedy": True}, {"generator": "seeded"}, {"generator": "seeded", "action_mask": mask}):
+            kwargs = {k: torch.Generator().manual_seed(9) if v == "seeded" else v for k, v in kwargs.items()}
+            fast = model(context, stages, 8, **kwargs)
+            if "generator" in kwargs:
+                kwargs["generator"] = torch.Generator().manual_seed(9)
+            reference = model.forward_reference(context, stages, 8, **kwargs)
+            assert torch.equal(fast.actions, reference.actions)
+            assert torch.allclose(fast.logits, reference.logits, atol=1e-5)
+            assert torch.allclose(fast.values, reference.values, atol=1e-5)
+        # Gradients agree as well.
+        rollout = model(context, stages, 6, greedy=True)
+        grads_fast = torch.autograd.grad(rollout.logits.logsumexp(-1).sum() + rollout.values.sum(), model.parameters())
+        rollout = model.forward_reference(context, stages, 6, greedy=True)
+        grads_ref = torch.autograd.grad(rollout.logits.logsumexp(-1).sum() + rollout.values.sum(), model.parameters())
+        for fast_grad, ref_grad in zip(grads_fast, grads_ref):
+            assert torch.allclose(fast_grad, ref_grad, atol=1e-4, rtol=1e-4)

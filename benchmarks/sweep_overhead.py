@@ -1,0 +1,81 @@
+"""Sweep throughput: 16 short trials on a local Ray against the same 16 trainings run one after
+another in this process (one thread each). The ratio of wall times approaches the number of CPUs
+when Ray's own costs (start, worker start with its torch import, reporting, checkpoints) are small.
+Also prints the resident memory each trial ended with, per worker process (reuse must not grow it).
+
+    python benchmarks/sweep_overhead.py                     # 16 trials on 2 CPUs
+    python benchmarks/sweep_overhead.py --trials 2 --updates 10 --cpus 2   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from distributed_agent.spec import parse_spec
+from distributed_agent.sweep import run_sweep
+from distributed_agent.train import train
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--updates", type=int, default=400)
+    parser.add_argument("--checkpoint-every", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    spec = parse_spec({
+        "name": "overhead", "seeds": args.trials, "checkpoint_every": args.checkpoint_every,
+        "train": {"variant": "tutorial", "init": "episode", "loss": "masked", "curriculum": "mastery", "lr": 3e-3,
+                  "entropy_coef": 0.03, "hidden_size": 64, "batch_size": 256, "updates": args.updates,
+                  "eval_every": 10, "eval_episodes": 256, "device": "cpu"}})
+
+    started = time.perf_counter()
+    sequential = [train(spec.trial_config(params)) for params in spec.variants()]
+    sequential_s = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as storage:
+        started = time.perf_counter()
+        ray.init(include_dashboard=False, log_to_driver=False)
+        ray_start_s = time.perf_counter() - started
+        ray.shutdown()
+        started = time.perf_counter()
+        path = run_sweep(spec, storage=storage, verbose=0)   # starts its own local Ray
+        sweep_s = time.perf_counter() - started
+        lines = [[json.loads(line) for line in f.read_text().splitlines()]
+                 for f in Path(path).glob("trial_*/result.json")]
+
+    by_seed = {trial[-1]["seed"]: trial[-1] for trial in lines}
+    same = all([by_seed[r.config.seed][f"success/stage{s}"] for s in range(3)] == r.final_success for r in sequential)
+    train_s = sum(trial[-1]["seconds"] for trial in lines)
+    print(f"{args.trials} trials of {args.updates} updates, {os.cpu_count()} CPUs; identical numbers: {same}")
+    print(f"{'':34s} {'wall s':>8}")
+    print(f"{'one process, one after another':34s} {sequential_s:8.1f}")
+    print(f"{'Ray Tune sweep (Ray start incl.)':34s} {sweep_s:8.1f}   (Ray start {ray_start_s:.1f} s)")
+    print(f"ratio (sequential / sweep): {sequential_s / sweep_s:.2f}x   (ideal {os.cpu_count()}x); "
+          f"training inside trials: {train_s:.1f} s of {sweep_s * os.cpu_count():.1f} CPU-s held")
+    in_trial = [trial[-1]["time_total_s"] - trial[-1]["seconds"] for trial in lines]
+    print(f"per trial: {sum(in_trial) / len(in_trial):.2f} s inside the trial beyond training and evaluation "
+          "(reports, checkpoints, the final evaluation)")
+    workers = {}
+    for trial in lines:
+        started_at = trial[0]["timestamp"] - trial[0]["time_total_s"]
+        workers.setdefault(trial[-1]["pid"], []).append((started_at, trial[-1]["timestamp"], trial[-1]["rss_mib"]))
+    for pid, runs in workers.items():
+        runs.sort()
+        gaps = [later[0] - earlier[1] for earlier, later in zip(runs, runs[1:])]
+        if gaps:
+            print(f"worker {pid}: {sum(gaps) / len(gaps):.2f} s between the end of a trial and the start of the next")
+        rss = [f"{r:.0f}" for _, _, r in runs]
+        print(f"worker {pid}: resident MiB at the end of each of its {len(runs)} trials: {' '.join(rss)}")
+
+
+if __name__ == "__main__":
+    main()
