@@ -4,7 +4,7 @@ when Ray's own costs (start, worker start with its torch import, reporting, chec
 Also prints the resident memory each trial ended with, per worker process (reuse must not grow it).
 
     python benchmarks/sweep_overhead.py                     # 16 trials on 2 CPUs
-    python benchmarks/sweep_overhead.py --trials 2 --updates 10 --cpus 2   # smoke test
+    python benchmarks/sweep_overhead.py --trials 2 --updates 10 --eval-every 5   # smoke test
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--updates", type=int, default=400)
-    parser.add_argument("--checkpoint-every", type=int, default=10)
+    parser.add_argument("--checkpoint-every", type=int, default=10, help="evaluations between checkpoints")
+    parser.add_argument("--eval-every", type=int, default=10, help="updates between evaluations (= reports)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = parse_spec({
         "name": "overhead", "seeds": args.trials, "checkpoint_every": args.checkpoint_every,
         "train": {"variant": "tutorial", "init": "episode", "loss": "masked", "curriculum": "mastery", "lr": 3e-3,
                   "entropy_coef": 0.03, "hidden_size": 64, "batch_size": 256, "updates": args.updates,
-                  "eval_every": 10, "eval_episodes": 256, "device": "cpu"}})
+                  "eval_every": args.eval_every, "eval_episodes": 256, "device": "cpu"}})
 
     started = time.perf_counter()
     sequential = [train(spec.trial_config(params)) for params in spec.variants()]
@@ -55,7 +56,8 @@ def main():
     by_seed = {trial[-1]["seed"]: trial[-1] for trial in lines}
     same = all([by_seed[r.config.seed][f"success/stage{s}"] for s in range(3)] == r.final_success for r in sequential)
     train_s = sum(trial[-1]["seconds"] for trial in lines)
-    print(f"{args.trials} trials of {args.updates} updates, {os.cpu_count()} CPUs; identical numbers: {same}")
+    print(f"{args.trials} trials of {args.updates} updates, a report every {args.eval_every}, {os.cpu_count()} CPUs; "
+          f"identical numbers: {same}")
     print(f"{'':34s} {'wall s':>8}")
     print(f"{'one process, one after another':34s} {sequential_s:8.1f}")
     print(f"{'Ray Tune sweep (Ray start incl.)':34s} {sweep_s:8.1f}   (Ray start {ray_start_s:.1f} s)")

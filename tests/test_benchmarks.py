@@ -1,0 +1,29 @@
+"""The benchmarks run as a quick smoke at tiny sizes, so that they cannot rot (no timing asserted)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args):
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_throughput_benchmark_prints_reference_project_and_ratio():
+    out = run("throughput.py", "--batches", "8", "16", "--updates", "2", "--rounds", "1")
+    rows = [line for line in out.splitlines() if re.match(r"^\s+(8|16)\s", line)]
+    assert len(rows) == 2 and all(re.search(r"\d+\.\d\dx$", row) for row in rows), out
+    assert "peak resident memory" in out
+
+
+def test_sweep_overhead_benchmark_runs_and_checks_the_numbers():
+    out = run("sweep_overhead.py", "--trials", "2", "--updates", "10", "--eval-every", "5")
+    assert "identical numbers: True" in out, out
+    assert re.search(r"ratio \(sequential / sweep\): \d+\.\d\dx", out)
+    assert "resident MiB at the end of each" in out
