@@ -34,8 +34,10 @@ def steps_that_count(actions: torch.Tensor) -> torch.Tensor:
     return answered_before == 0
 
 
-def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef: float,
+def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef: float | torch.Tensor,
              value_coef: float, normalize_advantage: bool = False) -> LossTerms:
+    """entropy_coef: one number, or one per episode (FloatTensor[B])."""
+    per_episode_coef = torch.as_tensor(entropy_coef, dtype=reward.dtype, device=reward.device).expand(reward.shape)
     log_probs_all = F.log_softmax(rollout.logits, -1)
     log_probs = log_probs_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)   # [B, T]
     probs = log_probs_all.exp()
@@ -47,6 +49,7 @@ def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef:
         policy_loss = -(log_probs.sum(1) * advantage).mean()
         value_loss = F.mse_loss(value_sum, reward)
         mean_entropy = entropy.mean()
+        entropy_term = (per_episode_coef.unsqueeze(1) * entropy).mean()
     elif loss == "masked":
         # Tokens removed by an action mask have log-prob -inf; clamping keeps 0 * log 0 = 0 and its
         # gradient finite.
@@ -61,7 +64,8 @@ def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef:
         policy_loss = -(log_probs * advantage * counts).sum(1).mean()
         value_loss = (((rollout.values - reward.unsqueeze(1)) ** 2) * counts).sum() / n_counted
         mean_entropy = (entropy * counts).sum() / n_counted
+        entropy_term = (per_episode_coef.unsqueeze(1) * entropy * counts).sum() / n_counted
     else:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
-    total = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
+    total = policy_loss + value_coef * value_loss - entropy_term
     return LossTerms(total, policy_loss, value_loss, mean_entropy)

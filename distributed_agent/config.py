@@ -13,11 +13,12 @@ from dataclasses import dataclass, fields
 
 from .a2c import LOSSES
 from .curriculum import CURRICULA
-from .env import VARIANTS
+from .env import INVALID_ACTION_RULES, VARIANTS
 from .model import INITS
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 MAX_SEED = 2**31 - 1
+ACTION_SPACES = ("all", "tools")
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,9 @@ class TrainConfig:
     variant: str = "tutorial"
     max_len: int | None = None          # tokens emitted per episode; None: 6 (tutorial), 8 (declared)
     answer_shaping: float = 0.2         # weight of the partial credit for intermediate answers
+    path_shaping: float = 0.0           # declared only: bonus for the stage-2 solution's states
+    invalid_action: str = "noop"        # declared only: noop, or end the episode without answer
+    action_space: str = "all"           # all 18 tokens, or the six tools (MUL ADD SUB ANS STO RCL)
     # model
     init: str = "tutorial"
     hidden_size: int = 96
@@ -37,6 +41,7 @@ class TrainConfig:
     loss: str = "tutorial"
     lr: float = 3e-4
     entropy_coef: float = 0.01
+    newest_stage_entropy_coef: float | None = None  # entropy coefficient on the newest stage's episodes
     value_coef: float = 0.5
     grad_clip: float = 1.0
     normalize_advantage: bool = False
@@ -64,7 +69,8 @@ class TrainConfig:
                     raise ConfigError(f"{field.name}: must be a finite number (got {value!r})")
                 object.__setattr__(self, field.name, float(value))
         for name, allowed in (("variant", VARIANTS), ("init", INITS), ("loss", LOSSES),
-                              ("curriculum", CURRICULA)):
+                              ("curriculum", CURRICULA), ("invalid_action", INVALID_ACTION_RULES),
+                              ("action_space", ACTION_SPACES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if not DEVICE_PATTERN.match(self.device):
@@ -73,13 +79,19 @@ class TrainConfig:
                      "final_eval_episodes", "grad_clip", "num_threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)!r})")
-        for name in ("entropy_coef", "value_coef", "answer_shaping", "explain_samples"):
-            if getattr(self, name) < 0:
+        for name in ("entropy_coef", "value_coef", "answer_shaping", "explain_samples", "path_shaping",
+                     "newest_stage_entropy_coef"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0 (got {getattr(self, name)!r})")
         for name in ("mastery_threshold", "stop_at_success"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise ConfigError(f"{name}: must be in (0, 1] (got {value!r})")
+        if self.variant == "tutorial":
+            if self.path_shaping:
+                raise ConfigError(f"path_shaping: applies to variant declared only (got {self.path_shaping} with tutorial)")
+            if self.invalid_action != "noop":
+                raise ConfigError("invalid_action: end applies to variant declared only; use noop with tutorial")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed: must be an integer in 0..{MAX_SEED} (got {self.seed!r})")
         if self.max_len is not None and not 1 <= self.max_len <= 16:

@@ -44,8 +44,14 @@ set (clearing it), else the next unread operand shown.
 | ANS   | answer = acc; correct = (answer == declared target)                                    |
 | other | nothing                                                                                |
 
-A tool whose condition fails, or that needs an operand when none is left, is invalid: it does
-nothing but still costs its step. Shortest programs: stage 0 MUL ADD ANS; stage 1 MUL ADD SUB
+A tool whose condition fails, or that needs an operand when none is left, is invalid, as is a
+non-tool token: it does nothing but still costs its step (invalid_action="noop", the default), or
+it ends the episode without an answer (invalid_action="end").
+
+Path shaping (declared only, weight path_shaping, default 0): a stage-2 episode that answers earns
+path_shaping x (the share of these solution states it passed through): memory stored a*b+c; the
+accumulator held d*e with the memory set; RCL made d*e the pending operand. It hands the agent the
+solution's intermediate states, so results with it are not "emergent" memory use. Shortest programs: stage 0 MUL ADD ANS; stage 1 MUL ADD SUB
 ANS; stage 2 MUL ADD STO MUL RCL SUB ANS (7 tokens, so the declared variant emits 8 by default).
 Without STO and RCL no program reaches (a*b+c)-(d*e) for every operand.
 """
@@ -62,6 +68,7 @@ NUM_STAGES = 3
 TOOL_TOKENS = (MUL, ADD, SUB, ANS, STO, RCL)
 OPERANDS_SHOWN = (3, 4, 5)  # per stage
 VARIANTS = ("tutorial", "declared")
+INVALID_ACTION_RULES = ("noop", "end")
 DEFAULT_MAX_LEN = {"tutorial": 6, "declared": 8}
 TUTORIAL_MAX_STEPS = 7  # the tutorial stops reading after 7 tokens; with its 6 it never cuts in
 
@@ -113,12 +120,18 @@ class Outcome:
 
 class ToolEnv:
     def __init__(self, variant: str = "tutorial", max_len: int | None = None,
-                 answer_shaping: float = 0.2):
+                 answer_shaping: float = 0.2, path_shaping: float = 0.0, invalid_action: str = "noop"):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+        if invalid_action not in INVALID_ACTION_RULES:
+            raise ValueError(f"invalid_action must be one of {list(INVALID_ACTION_RULES)}, got {invalid_action!r}")
+        if variant == "tutorial" and (path_shaping or invalid_action != "noop"):
+            raise ValueError("path_shaping and invalid_action apply to the declared variant only")
         self.variant = variant
         self.max_len = DEFAULT_MAX_LEN[variant] if max_len is None else int(max_len)
         self.answer_shaping = answer_shaping
+        self.path_shaping = path_shaping
+        self.invalid_action = invalid_action
 
     def sample(self, batch: int, stage, generator: torch.Generator):
         """Operands LongTensor[B, 5] and the padded context LongTensor[B, L].
@@ -148,10 +161,14 @@ class ToolEnv:
             g0, g1, g2, _, _ = intermediate_goals(operands)
             target = torch.where(stage == 0, g0, torch.where(stage == 1, g1, g2))
         else:
-            answer, answer_set, answered = self._run_declared(actions, operands, stage)
+            answer, answer_set, answered, path_progress = self._run_declared(actions, operands, stage)
             target = declared_target(operands, stage)
         correct = answered & answer_set & (answer == target)
         reward = self._reward(correct, answer, answer_set & answered, operands, stage)
+        if self.path_shaping:
+            # Stage-2 episodes that answer earn a share of the bonus per solution state reached.
+            bonus = self.path_shaping * path_progress * (answered & (stage == 2))
+            reward = reward + bonus.float()
         return Outcome(reward, correct, answered, answer, answer_set, target)
 
     def _reward(self, correct, answer, has_value, operands, stage):
@@ -198,10 +215,12 @@ class ToolEnv:
         # Two spare columns so that reads past the shown operands index safely; they are masked.
         padded = torch.cat([operands, torch.zeros_like(operands[:, :2])], 1)
         rows = torch.arange(batch, device=operands.device)
+        g1, de = operands[:, 0] * operands[:, 1] + operands[:, 2], operands[:, 3] * operands[:, 4]
         acc = torch.zeros_like(operands[:, 0])
         mem, pending = acc.clone(), acc.clone()
         acc_set = torch.zeros_like(acc, dtype=torch.bool)
-        mem_set, pending_set, done = acc_set.clone(), acc_set.clone(), acc_set.clone()
+        mem_set, pending_set, done, ended_invalid = (acc_set.clone() for _ in range(4))
+        milestones = torch.zeros((batch, 3), dtype=torch.bool, device=operands.device)
         cursor = torch.zeros_like(acc)
         for t in range(steps):
             token = actions[:, t]
@@ -217,6 +236,8 @@ class ToolEnv:
 
             store = live & acc_set & (token == STO)
             recall = live & mem_set & (token == RCL)
+            answer = live & (token == ANS)
+            invalid = live & ~(apply_binary | load_product | store | recall | answer)
 
             acc_next = torch.where(apply_binary, result, torch.where(load_product, product, acc))
             acc_next = torch.where(recall, mem, acc_next)
@@ -227,5 +248,13 @@ class ToolEnv:
             acc_set = (acc_set & ~store) | load_product | recall
             cursor = cursor + right_from_context.long() + 2 * load_product.long()
             acc = acc_next
-            done = done | (live & (token == ANS))
-        return acc, acc_set, done
+            # The states the stage-2 solution passes through (for path shaping only).
+            milestones[:, 0] |= store & (mem == g1)
+            milestones[:, 1] |= live & acc_set & (acc == de) & mem_set
+            milestones[:, 2] |= recall & pending_set & (pending == de)
+            if self.invalid_action == "end":
+                ended_invalid = ended_invalid | invalid
+                done = done | invalid
+            done = done | answer
+        answered = done & ~ended_invalid
+        return acc, acc_set, answered, milestones.float().mean(1)

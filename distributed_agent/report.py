@@ -253,7 +253,7 @@ def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int
                     "stopped_early": int((group["status"] == "stopped early").sum()),
                     "errored": int((group["status"] == "errored").sum()),
                     "unfinished": int((group["status"] == "unfinished").sum())})
-        for column in SUCCESS + ["success/min"]:
+        for column in SUCCESS + ["success/min"] + REWARD:
             values = group[column].to_numpy(float)
             low, high = bootstrap_ci(values)
             row[f"{column} mean"] = float(np.nanmean(values)) if np.any(~np.isnan(values)) else np.nan
@@ -298,6 +298,9 @@ def display_table(summary: pd.DataFrame, hyperparameters: list[str], latex: bool
             out[f"{stage} success"] = (f"{row[column + ' mean']:.3f} {pm} {_nan(row[column + ' std'])} "
                                        f"[{_nan(row[column + ' ci_low'])}, {_nan(row[column + ' ci_high'])}]")
             out[f"{stage} IQM"] = _nan(row[column + " iqm"])
+        for stage, column in zip(STAGES, REWARD):
+            out[f"{stage} reward"] = (f"{row[column + ' mean']:.3f} [{_nan(row[column + ' ci_low'])}, "
+                                      f"{_nan(row[column + ' ci_high'])}]")
         out["solved (all stages >= 0.99)"] = f"{row['solved_share']:.0%}"
         median = row["median_episodes_to_solve"]
         out["median episodes to solve"] = "-" if pd.isna(median) else f"{median:,.0f}"
@@ -325,8 +328,8 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
 
 def caption_for(name: str, seeds_asked) -> str:
     return (f"Experiment {name}: final greedy success (share of correct answers) per stage, "
-            f"mean $\\pm$ std over seeds [95\\% percentile-bootstrap CI], interquartile mean, and the share "
-            f"of seeds reaching $\\geq$ 0.99 on every stage.")
+            f"mean $\\pm$ std over seeds [95\\% percentile-bootstrap CI] and interquartile mean; mean reward "
+            f"with the shaping bonus [95\\% CI]; the share of seeds reaching $\\geq$ 0.99 success on every stage.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,9 +421,10 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     written = [out_dir / "trials.csv", out_dir / "summary.csv", out_dir / "summary.md", out_dir / "summary.tex"]
     report.trials.to_csv(written[0], index=False)
     report.summary.to_csv(written[1], index=False)
-    written[2].write_text(f"**{report.name}**: final greedy success per stage (share of correct answers, "
-                          "not reward): mean ± std over seeds [95% bootstrap CI]; IQM = interquartile mean.\n\n"
-                          + to_markdown(table))
+    written[2].write_text(f"**{report.name}**: final greedy success per stage (share of correct answers): "
+                          "mean ± std over seeds [95% bootstrap CI]; IQM = interquartile mean of success; "
+                          "reward = mean reward with the shaping bonus (what the tutorial prints as accuracy), "
+                          "mean [95% bootstrap CI].\n\n" + to_markdown(table))
     written[3].write_text(to_latex(latex_table, caption_for(report.name, report.seeds_asked),
                                    f"tab:{report.name}"))
     curves = out_dir / "learning_curves.png"

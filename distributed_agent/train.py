@@ -19,7 +19,8 @@ import torch
 from .a2c import a2c_loss
 from .config import ConfigError, TrainConfig
 from .curriculum import Curriculum
-from .env import NUM_STAGES, OPERANDS_SHOWN, TARGET_FORMULAS, ToolEnv, declared_target, tokens_to_text
+from .env import (NUM_STAGES, OPERANDS_SHOWN, TARGET_FORMULAS, TOOL_TOKENS, VOCAB_SIZE, ToolEnv, declared_target,
+                  tokens_to_text)
 from .model import ActorCritic
 
 CHECKPOINT_FORMAT = 1
@@ -78,7 +79,12 @@ class Trainer:
         torch.set_num_threads(config.num_threads)
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)  # the model's initial weights
-        self.env = ToolEnv(config.variant, config.max_len, config.answer_shaping)
+        self.env = ToolEnv(config.variant, config.max_len, config.answer_shaping, config.path_shaping,
+                           config.invalid_action)
+        self.action_mask = None
+        if config.action_space == "tools":
+            self.action_mask = torch.zeros(VOCAB_SIZE, dtype=torch.bool, device=self.device)
+            self.action_mask[list(TOOL_TOKENS)] = True
         self.model = ActorCritic(config.hidden_size, config.init).to(self.device)
         # The fused kernel is 3x faster than the default loop on CPU; it exists on CPU and CUDA.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
@@ -97,9 +103,14 @@ class Trainer:
         self.model.train()
         stages = self.curriculum.batch_stages(self.update, config.batch_size, self.device)
         operands, context = self.env.sample(config.batch_size, stages, self.generator)
-        rollout = self.model(context, stages, self.env.max_len, generator=self.generator)
+        rollout = self.model(context, stages, self.env.max_len, generator=self.generator,
+                             action_mask=self.action_mask)
         reward, _ = self.env.score(rollout.actions, operands, stages)
-        terms = a2c_loss(rollout, reward, loss=config.loss, entropy_coef=config.entropy_coef,
+        entropy_coef = config.entropy_coef
+        if config.newest_stage_entropy_coef is not None:
+            newest = stages == self.curriculum.newest_stage(self.update)
+            entropy_coef = torch.where(newest, config.newest_stage_entropy_coef, config.entropy_coef)
+        terms = a2c_loss(rollout, reward, loss=config.loss, entropy_coef=entropy_coef,
                          value_coef=config.value_coef, normalize_advantage=config.normalize_advantage)
         if not torch.isfinite(terms.total):
             raise FloatingPointError(
@@ -124,7 +135,7 @@ class Trainer:
         self.model.eval()
         stages = torch.full((episodes,), stage, dtype=torch.long, device=self.device)
         operands, context = self.env.sample(episodes, stages, generator)
-        rollout = self.model(context, stages, self.env.max_len, greedy=True)
+        rollout = self.model(context, stages, self.env.max_len, greedy=True, action_mask=self.action_mask)
         return operands, rollout.actions, self.env.run(rollout.actions, operands, stages)
 
     def evaluate(self, episodes: int, tag: int) -> tuple[list[float], list[float]]:

@@ -216,3 +216,32 @@ def test_tokens_to_text_and_bad_arguments():
         ToolEnv("easy")
     with pytest.raises(ValueError, match="stage"):
         ToolEnv("tutorial").score(torch.zeros(1, 6, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long), 3)
+
+
+def test_path_shaping_rewards_the_stage2_solution_states_only_when_answering():
+    plain, shaped = ToolEnv("declared"), ToolEnv("declared", path_shaping=0.3)
+    operands = torch.tensor([[3, 4, 5, 6, 7]] * 4)
+    programs = torch.tensor([
+        SHORTEST[2] + [EOS],                            # all three states, correct
+        [MUL, ADD, STO, RCL, ANS, EOS, EOS, EOS],       # memory held a*b+c only
+        [MUL, ADD, STO, MUL, RCL, SUB, EOS, EOS],       # all three states but no ANS
+        [MUL, ADD, SUB, ANS, EOS, EOS, EOS, EOS],       # none
+    ])
+    base, _ = plain.score(programs, operands, 2)
+    bonus = shaped.score(programs, operands, 2)[0] - base
+    assert torch.allclose(bonus, torch.tensor([0.3, 0.1, 0.0, 0.0]), atol=1e-6)
+    for stage in (0, 1):  # no bonus outside stage 2
+        assert torch.equal(shaped.score(programs, operands, stage)[0], plain.score(programs, operands, stage)[0])
+
+
+def test_invalid_action_rule_end_stops_the_episode_without_an_answer():
+    operands = torch.tensor([[3, 4, 5, 6, 7]])
+    program = torch.tensor([[ADD, MUL, ADD, ANS, EOS, EOS, EOS, EOS]])  # ADD on an empty accumulator
+    reward, correct = ToolEnv("declared").score(program, operands, 0)
+    assert correct.item() and reward.item() > 1
+    reward, correct = ToolEnv("declared", invalid_action="end").score(program, operands, 0)
+    assert not correct.item() and reward.item() == 0.0
+    valid = torch.tensor([SHORTEST[2] + [EOS]])
+    assert ToolEnv("declared", invalid_action="end").score(valid, operands, 2)[1].item()  # tokens after ANS are free
+    with pytest.raises(ValueError, match="declared variant only"):
+        ToolEnv("tutorial", path_shaping=0.1)

@@ -150,3 +150,17 @@ def test_fast_forward_equals_the_straightforward_gru_cell_rollout():
         grads_ref = torch.autograd.grad(rollout.logits.logsumexp(-1).sum() + rollout.values.sum(), model.parameters())
         for fast_grad, ref_grad in zip(grads_fast, grads_ref):
             assert torch.allclose(fast_grad, ref_grad, atol=1e-4, rtol=1e-4)
+
+
+def test_per_episode_entropy_coefficient():
+    rollout, reward = made_up_rollout()
+    coef = torch.where(torch.arange(32) < 16, 0.3, 0.03)
+    terms = a2c_loss(rollout, reward, loss="masked", entropy_coef=coef, value_coef=0.5)
+    base = a2c_loss(rollout, reward, loss="masked", entropy_coef=0.0, value_coef=0.5)
+    pi = F.log_softmax(rollout.logits, -1)
+    entropy = -(pi.exp() * pi).sum(-1)
+    counts = steps_that_count(rollout.actions).float()
+    expected = (coef[:, None] * entropy * counts).sum() / counts.sum()
+    assert torch.allclose(base.total - terms.total, expected, atol=1e-5)
+    uniform = a2c_loss(rollout, reward, loss="masked", entropy_coef=0.1, value_coef=0.5)
+    assert torch.allclose(base.total - uniform.total, 0.1 * uniform.entropy, atol=1e-5)

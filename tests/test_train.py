@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from distributed_agent.spec import load_spec
+import torch
+
+from distributed_agent.config import ConfigError
 from distributed_agent.train import TrainConfig, Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,3 +102,20 @@ def test_tutorial_and_mixed_curricula_follow_the_tutorial_schedule():
     mastery.observe([0.95, 0.0, 0.0], episodes=200)
     assert mastery.unlocked == 2 and mastery.unlocked_at_episode == [0, 200]
     assert mastery.batch_stages(99, 5).tolist() == [0, 0, 0, 1, 1]
+
+
+def test_tool_action_space_and_newest_stage_entropy_train_on_the_declared_variant():
+    from distributed_agent.env import TOOL_TOKENS
+
+    config = TrainConfig(**{**SMALL, "variant": "declared", "action_space": "tools", "newest_stage_entropy_coef": 0.3,
+                            "path_shaping": 0.2, "updates": 10})
+    trainer = Trainer(config)
+    trainer.run()
+    _, actions, _ = trainer.greedy_rollouts(2, 64, torch.Generator().manual_seed(0))
+    assert set(actions.unique().tolist()) <= set(TOOL_TOKENS)
+    assert all(sample["actions"].split()[0] in {"MUL", "ADD", "SUB", "ANS", "STO", "RCL"}
+               for sample in trainer.result().samples)
+    with pytest.raises(ConfigError, match="path_shaping: applies to variant declared only"):
+        TrainConfig(path_shaping=0.1)
+    with pytest.raises(ConfigError, match="action_space: must be one of all, tools"):
+        TrainConfig(action_space="digits")
