@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from .a2c import LOSSES
 from .curriculum import CURRICULA
 from .env import INVALID_ACTION_RULES, VARIANTS
-from .model import INITS
+from .model import INITS, POLICY_HEADS
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 MAX_SEED = 2**31 - 1
@@ -37,6 +37,7 @@ class TrainConfig:
     # model
     init: str = "tutorial"
     hidden_size: int = 96
+    policy_head: str = "shared"         # shared, or per_stage (one block of outputs per stage)
     # algorithm
     loss: str = "tutorial"
     lr: float = 3e-4
@@ -70,7 +71,7 @@ class TrainConfig:
                 object.__setattr__(self, field.name, float(value))
         for name, allowed in (("variant", VARIANTS), ("init", INITS), ("loss", LOSSES),
                               ("curriculum", CURRICULA), ("invalid_action", INVALID_ACTION_RULES),
-                              ("action_space", ACTION_SPACES)):
+                              ("action_space", ACTION_SPACES), ("policy_head", POLICY_HEADS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if not DEVICE_PATTERN.match(self.device):

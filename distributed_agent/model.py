@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .env import CTX, EOS, NUM_STAGES, VOCAB_SIZE
 
 INITS = ("episode", "tutorial")
+POLICY_HEADS = ("shared", "per_stage")
 
 
 @dataclass
@@ -27,18 +28,24 @@ class ActorCritic(nn.Module):
     init="tutorial" reproduces the tutorial's initial state, which (by a broadcasting slip) starts
     every episode from the *batch-average* context embedding plus its own stage embedding.
     init="episode" starts each episode from its own context (mean over its non-padding tokens).
+    policy_head="per_stage" gives each stage its own block of V policy outputs, so that what stages
+    0 and 1 learn does not set the token preferences of stage 2 (the GRU is still shared).
     """
 
     def __init__(self, hidden_size: int = 96, init: str = "episode", num_stages: int = NUM_STAGES,
-                 vocab_size: int = VOCAB_SIZE):
+                 vocab_size: int = VOCAB_SIZE, policy_head: str = "shared"):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+        if policy_head not in POLICY_HEADS:
+            raise ValueError(f"policy_head must be one of {list(POLICY_HEADS)}, got {policy_head!r}")
         self.init = init
+        self.vocab_size = vocab_size
+        self.head_blocks = num_stages if policy_head == "per_stage" else 1
         self.token_embedding = nn.Embedding(vocab_size, hidden_size)
         self.stage_embedding = nn.Embedding(num_stages, hidden_size)
         self.gru = nn.GRUCell(hidden_size, hidden_size)
-        self.policy_head = nn.Linear(hidden_size, vocab_size)
+        self.policy_head = nn.Linear(hidden_size, vocab_size * self.head_blocks)
         self.value_head = nn.Linear(hidden_size, 1)
 
     def initial_state(self, context: torch.Tensor, stage: torch.Tensor) -> torch.Tensor:
@@ -69,10 +76,11 @@ class ActorCritic(nn.Module):
         input_table = F.linear(self.token_embedding.weight, self.gru.weight_ih, self.gru.bias_ih)  # [V, 3d]
         logits_bias = self.policy_head.bias
         if action_mask is not None:
-            logits_bias = logits_bias.masked_fill(~action_mask, float("-inf"))
+            logits_bias = logits_bias.masked_fill(~action_mask.repeat(self.head_blocks), float("-inf"))
         noise = None if greedy else self._gumbel(steps, batch, generator, context.device)
         actions, logits, hiddens = FusedRollout.apply(input_table, hidden, self.gru.weight_hh, self.gru.bias_hh,
-                                                      self.policy_head.weight, logits_bias, noise, steps)
+                                                      self.policy_head.weight, logits_bias, noise, steps,
+                                                      self._head_columns(stage))
         return Rollout(actions, logits, self.value_head(hiddens).squeeze(-1))
 
     def forward_reference(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *,
@@ -87,6 +95,8 @@ class ActorCritic(nn.Module):
         for t in range(steps):
             hidden = self.gru(self.token_embedding(token), hidden)
             logits = self.policy_head(hidden)
+            if self.head_blocks > 1:
+                logits = logits.gather(1, self._head_columns(stage))
             if action_mask is not None:
                 logits = logits.masked_fill(~action_mask, float("-inf"))
             token = logits.argmax(-1) if greedy else (logits.detach() + noise[t]).argmax(-1)
@@ -95,8 +105,14 @@ class ActorCritic(nn.Module):
             values.append(self.value_head(hidden).squeeze(-1))
         return Rollout(torch.stack(actions, 1), torch.stack(logits_per_step, 1), torch.stack(values, 1))
 
+    def _head_columns(self, stage: torch.Tensor) -> torch.Tensor | None:
+        """LongTensor[B, V]: the policy outputs of each episode's stage (None: one shared head)."""
+        if self.head_blocks == 1:
+            return None
+        return stage.unsqueeze(1) * self.vocab_size + torch.arange(self.vocab_size, device=stage.device)
+
     def _gumbel(self, steps: int, batch: int, generator, device) -> torch.Tensor:
-        uniform = torch.rand((steps, batch, self.policy_head.out_features), generator=generator, device=device)
+        uniform = torch.rand((steps, batch, self.vocab_size), generator=generator, device=device)
         return -torch.log(-torch.log(uniform.clamp_min(1e-20)))
 
 
@@ -107,12 +123,13 @@ class FusedRollout(torch.autograd.Function):
 
     Inputs: input_table [V, 3d] (W_ih applied to every token embedding, plus b_ih), hidden [B, d],
     W_hh [3d, d], b_hh [3d], W_pi [V, d], b_pi [V] (-inf where masked), noise [T, B, V] or None
-    (greedy). Outputs: actions [B, T], logits [B, T, V], hiddens [B, T, d].
+    (greedy), head_columns [B, V] or None (which rows of W_pi each episode uses, for per-stage
+    heads). Outputs: actions [B, T], logits [B, T, V], hiddens [B, T, d].
     Gate order and formulas are nn.GRUCell's: r, z, n; h' = n + z (h - n).
     """
 
     @staticmethod
-    def forward(ctx, input_table, hidden, w_hh, b_hh, w_pi, b_pi, noise, steps):
+    def forward(ctx, input_table, hidden, w_hh, b_hh, w_pi, b_pi, noise, steps, head_columns):
         batch, size = hidden.shape
         # Every per-step result is written straight into its slot of a [T, ...] buffer (out=):
         # stacking lists afterwards cost more than the arithmetic at these sizes.
@@ -120,7 +137,8 @@ class FusedRollout(torch.autograd.Function):
         tokens = torch.empty(steps + 1, batch, dtype=torch.long, device=hidden.device)
         tokens[0] = CTX
         from_hidden, gates = new(steps, batch, 3 * size), new(steps, batch, 2 * size)
-        candidates, hiddens, logits = new(steps, batch, size), new(steps + 1, batch, size), new(steps, batch, w_pi.shape[0])
+        vocab = w_pi.shape[0] if head_columns is None else head_columns.shape[1]
+        candidates, hiddens, logits = new(steps, batch, size), new(steps + 1, batch, size), new(steps, batch, vocab)
         hiddens[0] = hidden
         for t in range(steps):
             from_input = input_table.index_select(0, tokens[t])
@@ -130,19 +148,25 @@ class FusedRollout(torch.autograd.Function):
             pre_candidate = torch.addcmul(from_input[:, 2 * size:], gates[t, :, :size], from_hidden[t, :, 2 * size:])
             torch.sigmoid(pre_candidate.mul_(2), out=candidates[t]).mul_(2).sub_(1)
             torch.addcmul(candidates[t], gates[t, :, size:], hiddens[t] - candidates[t], out=hiddens[t + 1])
-            torch.addmm(b_pi, hiddens[t + 1], w_pi.t(), out=logits[t])
+            if head_columns is None:
+                torch.addmm(b_pi, hiddens[t + 1], w_pi.t(), out=logits[t])
+            else:
+                torch.gather(torch.addmm(b_pi, hiddens[t + 1], w_pi.t()), 1, head_columns, out=logits[t])
             torch.argmax(logits[t] if noise is None else logits[t] + noise[t], -1, out=tokens[t + 1])
-        ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens)
+        ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns)
         actions = tokens[1:].t()
         ctx.mark_non_differentiable(actions)
         return actions, logits.transpose(0, 1), hiddens[1:].transpose(0, 1)
 
     @staticmethod
     def backward(ctx, _grad_actions, grad_logits, grad_hiddens):
-        input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens = ctx.saved_tensors
+        input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns = ctx.saved_tensors
         steps, batch, size = candidates.shape
         previous = hiddens[:-1]
         grad_logits = grad_logits.transpose(0, 1)                       # [T, B, V]
+        if head_columns is not None:  # back to all rows of W_pi, zero for other stages' heads
+            grad_logits = torch.zeros(steps, batch, w_pi.shape[0], dtype=grad_logits.dtype, device=grad_logits.device) \
+                .scatter_(2, head_columns.expand(steps, -1, -1), grad_logits)
         # Every step's hidden state receives its own gradient plus the policy head's.
         grad_hidden_out = torch.baddbmm(grad_hiddens.transpose(0, 1), grad_logits, w_pi.expand(steps, -1, -1))
         reset, update = gates[..., :size], gates[..., size:]
@@ -167,4 +191,4 @@ class FusedRollout(torch.autograd.Function):
         grad_w_pi = flat_logits.t().mm(hiddens[1:].reshape(-1, size))
         grad_b_pi = flat_logits.sum(0)
         grad_table = torch.zeros_like(input_table).index_add_(0, tokens[:-1].reshape(-1), grad_input.reshape(-1, 3 * size))
-        return grad_table, carry, grad_w_hh, grad_b_hh, grad_w_pi, grad_b_pi, None, None
+        return grad_table, carry, grad_w_hh, grad_b_hh, grad_w_pi, grad_b_pi, None, None, None

@@ -85,7 +85,7 @@ class Trainer:
         if config.action_space == "tools":
             self.action_mask = torch.zeros(VOCAB_SIZE, dtype=torch.bool, device=self.device)
             self.action_mask[list(TOOL_TOKENS)] = True
-        self.model = ActorCritic(config.hidden_size, config.init).to(self.device)
+        self.model = ActorCritic(config.hidden_size, config.init, policy_head=config.policy_head).to(self.device)
         # The fused kernel is 3x faster than the default loop on CPU; it exists on CPU and CUDA.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.curriculum = Curriculum(config.curriculum, config.mastery_threshold)

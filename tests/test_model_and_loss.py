@@ -129,8 +129,8 @@ def test_no_tokens_after_eos_matter_in_context_mean():
 
 def test_fast_forward_equals_the_straightforward_gru_cell_rollout():
     torch.manual_seed(3)
-    for init in ("episode", "tutorial"):
-        model = ActorCritic(48, init=init)
+    for init, head in (("episode", "shared"), ("tutorial", "shared"), ("episode", "per_stage")):
+        model = ActorCritic(48, init=init, policy_head=head)
         context, stages = batch(64, seed=2)
         mask = torch.ones(18, dtype=torch.bool)
         mask[:10] = False
