@@ -34,6 +34,7 @@ class TrainConfig:
     path_shaping: float = 0.0           # declared only: bonus for the stage-2 solution's states
     invalid_action: str = "noop"        # declared only: noop, or end the episode without answer
     action_space: str = "all"           # all 18 tokens, or the six tools (MUL ADD SUB ANS STO RCL)
+    novelty_bonus: float = 0.0          # declared only: count-based bonus for rarely seen machine states
     # model
     init: str = "tutorial"
     hidden_size: int = 96
@@ -81,7 +82,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)!r})")
         for name in ("entropy_coef", "value_coef", "answer_shaping", "explain_samples", "path_shaping",
-                     "newest_stage_entropy_coef"):
+                     "newest_stage_entropy_coef", "novelty_bonus"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0 (got {getattr(self, name)!r})")
         for name in ("mastery_threshold", "stop_at_success"):
@@ -91,6 +92,8 @@ class TrainConfig:
         if self.variant == "tutorial":
             if self.path_shaping:
                 raise ConfigError(f"path_shaping: applies to variant declared only (got {self.path_shaping} with tutorial)")
+            if self.novelty_bonus:
+                raise ConfigError(f"novelty_bonus: applies to variant declared only (got {self.novelty_bonus} with tutorial)")
             if self.invalid_action != "noop":
                 raise ConfigError("invalid_action: end applies to variant declared only; use noop with tutorial")
         if not 0 <= self.seed <= MAX_SEED:

@@ -69,6 +69,7 @@ TOOL_TOKENS = (MUL, ADD, SUB, ANS, STO, RCL)
 OPERANDS_SHOWN = (3, 4, 5)  # per stage
 VARIANTS = ("tutorial", "declared")
 INVALID_ACTION_RULES = ("noop", "end")
+MACHINE_STATES = 2 * 2 * 2 * 6  # declared: which of acc, mem, pending are set, x operands read (0-5)
 DEFAULT_MAX_LEN = {"tutorial": 6, "declared": 8}
 TUTORIAL_MAX_STEPS = 7  # the tutorial stops reading after 7 tokens; with its 6 it never cuts in
 
@@ -116,6 +117,7 @@ class Outcome:
     answer: torch.Tensor    # LongTensor[B]: value at ANS (meaningless where answer_set is False)
     answer_set: torch.Tensor  # BoolTensor[B]: ANS found a value to give
     target: torch.Tensor    # LongTensor[B]: what `correct` compares the answer with
+    machine_states: torch.Tensor | None = None  # declared: LongTensor[B, T], MACHINE_STATES codes, -1 once over
 
 
 class ToolEnv:
@@ -161,7 +163,7 @@ class ToolEnv:
             g0, g1, g2, _, _ = intermediate_goals(operands)
             target = torch.where(stage == 0, g0, torch.where(stage == 1, g1, g2))
         else:
-            answer, answer_set, answered, path_progress = self._run_declared(actions, operands, stage)
+            answer, answer_set, answered, path_progress, machine_states = self._run_declared(actions, operands, stage)
             target = declared_target(operands, stage)
         correct = answered & answer_set & (answer == target)
         reward = self._reward(correct, answer, answer_set & answered, operands, stage)
@@ -169,7 +171,8 @@ class ToolEnv:
             # Stage-2 episodes that answer earn a share of the bonus per solution state reached.
             bonus = self.path_shaping * path_progress * (answered & (stage == 2))
             reward = reward + bonus.float()
-        return Outcome(reward, correct, answered, answer, answer_set, target)
+        return Outcome(reward, correct, answered, answer, answer_set, target,
+                       machine_states if self.variant == "declared" else None)
 
     def _reward(self, correct, answer, has_value, operands, stage):
         # Computed in float64 in the tutorial's order of operations, then rounded once to float32,
@@ -222,6 +225,7 @@ class ToolEnv:
         mem_set, pending_set, done, ended_invalid = (acc_set.clone() for _ in range(4))
         milestones = torch.zeros((batch, 3), dtype=torch.bool, device=operands.device)
         cursor = torch.zeros_like(acc)
+        machine_states = torch.full((batch, steps), -1, dtype=torch.long, device=operands.device)
         for t in range(steps):
             token = actions[:, t]
             live = ~done
@@ -256,5 +260,8 @@ class ToolEnv:
                 ended_invalid = ended_invalid | invalid
                 done = done | invalid
             done = done | answer
+            # What the machine looks like after this step, without its values (for novelty bonuses).
+            code = acc_set.long() + 2 * mem_set.long() + 4 * pending_set.long() + 8 * cursor
+            machine_states[:, t] = torch.where(live, code, -1)
         answered = done & ~ended_invalid
-        return acc, acc_set, answered, milestones.float().mean(1)
+        return acc, acc_set, answered, milestones.float().mean(1), machine_states

@@ -19,8 +19,8 @@ import torch
 from .a2c import a2c_loss
 from .config import ConfigError, TrainConfig
 from .curriculum import Curriculum
-from .env import (NUM_STAGES, OPERANDS_SHOWN, TARGET_FORMULAS, TOOL_TOKENS, VOCAB_SIZE, ToolEnv, declared_target,
-                  tokens_to_text)
+from .env import (MACHINE_STATES, NUM_STAGES, OPERANDS_SHOWN, TARGET_FORMULAS, TOOL_TOKENS, VOCAB_SIZE, ToolEnv,
+                  declared_target, tokens_to_text)
 from .model import ActorCritic
 
 CHECKPOINT_FORMAT = 1
@@ -90,6 +90,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.curriculum = Curriculum(config.curriculum, config.mastery_threshold)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
+        # Visits of each (stage, step, machine state) cell, for the novelty bonus.
+        self.state_visits = torch.zeros(NUM_STAGES * self.env.max_len * MACHINE_STATES, dtype=torch.float64,
+                                        device=self.device)
         self.update = 0
         self.episodes = 0
         self.seconds = 0.0
@@ -105,7 +108,10 @@ class Trainer:
         operands, context = self.env.sample(config.batch_size, stages, self.generator)
         rollout = self.model(context, stages, self.env.max_len, generator=self.generator,
                              action_mask=self.action_mask)
-        reward, _ = self.env.score(rollout.actions, operands, stages)
+        outcome = self.env.run(rollout.actions, operands, stages)
+        reward = outcome.reward
+        if config.novelty_bonus:
+            reward = reward + config.novelty_bonus * self.novelty(outcome.machine_states, stages)
         entropy_coef = config.entropy_coef
         if config.newest_stage_entropy_coef is not None:
             newest = stages == self.curriculum.newest_stage(self.update)
@@ -123,6 +129,19 @@ class Trainer:
         self.episodes += config.batch_size
         self.last_loss = terms.total.item()
         return self.last_loss
+
+    def novelty(self, machine_states: torch.Tensor, stages: torch.Tensor) -> torch.Tensor:
+        """Count-based exploration bonus: each episode earns, per step, 1/sqrt(1 + n) where n is how
+        often its (stage, step, machine state) was seen before; then this batch's visits are counted.
+        The states say which registers are in use and how many operands were read, not their values,
+        so the bonus knows nothing of any task's solution."""
+        steps = machine_states.shape[1]
+        visited = machine_states >= 0
+        cells = (stages.unsqueeze(1) * steps + torch.arange(steps, device=self.device)) * MACHINE_STATES \
+            + machine_states.clamp_min(0)
+        bonus = (self.state_visits[cells] + 1).rsqrt() * visited
+        self.state_visits.index_add_(0, cells[visited], torch.ones_like(cells[visited], dtype=torch.float64))
+        return bonus.sum(1).float()
 
     # -- greedy evaluation ----------------------------------------------------------------
     def _eval_generator(self, tag: int) -> torch.Generator:
@@ -210,6 +229,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "curriculum": self.curriculum.state_dict(),
+            "state_visits": self.state_visits,
             "update": self.update,
             "episodes": self.episodes,
             "seconds": self.seconds,
@@ -222,6 +242,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.curriculum.load_state_dict(state["curriculum"])
+        self.state_visits.copy_(state["state_visits"])
         self.update = state["update"]
         self.episodes = state["episodes"]
         self.seconds = state["seconds"]
