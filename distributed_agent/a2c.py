@@ -69,3 +69,14 @@ def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     total = policy_loss + value_coef * value_loss - entropy_term
     return LossTerms(total, policy_loss, value_loss, mean_entropy)
+
+
+def self_imitation_loss(rollout: Rollout, reward: torch.Tensor, value_coef: float) -> torch.Tensor:
+    """Self-imitation learning (Oh et al. 2018) on replayed episodes: raise the log-probability of
+    their actions where they did better than the value predicts, max(R - V, 0), and fit V to that."""
+    log_probs = F.log_softmax(rollout.logits, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
+    counts = steps_that_count(rollout.actions).to(reward.dtype)
+    gap = (reward.unsqueeze(1) - rollout.values).clamp_min(0)
+    policy = -(log_probs * gap.detach() * counts).sum(1).mean()
+    value = 0.5 * ((gap ** 2) * counts).sum() / counts.sum()
+    return policy + value_coef * value

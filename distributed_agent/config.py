@@ -35,6 +35,11 @@ class TrainConfig:
     invalid_action: str = "noop"        # declared only: noop, or end the episode without answer
     action_space: str = "all"           # all 18 tokens, or the six tools (MUL ADD SUB ANS STO RCL)
     novelty_bonus: float = 0.0          # declared only: count-based bonus for rarely seen machine states
+    explore_epsilon: float = 0.0        # share of training tokens drawn uniformly from the allowed ones
+    explore_decay_episodes: int | None = None  # epsilon falls linearly to 0 over this many episodes
+    self_imitation: float = 0.0         # weight of the self-imitation loss on replayed correct episodes
+    self_imitation_batch: int = 64      # replayed episodes per update (split evenly over stages)
+    self_imitation_capacity: int = 1024  # correct episodes kept per stage (the newest)
     # model
     init: str = "tutorial"
     hidden_size: int = 96
@@ -78,13 +83,18 @@ class TrainConfig:
         if not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"device: must be one of auto, cpu, cuda, cuda:N (got {self.device!r})")
         for name in ("lr", "hidden_size", "batch_size", "updates", "eval_every", "eval_episodes",
-                     "final_eval_episodes", "grad_clip", "num_threads"):
+                     "final_eval_episodes", "grad_clip", "num_threads", "self_imitation_batch",
+                     "self_imitation_capacity"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)!r})")
         for name in ("entropy_coef", "value_coef", "answer_shaping", "explain_samples", "path_shaping",
-                     "newest_stage_entropy_coef", "novelty_bonus"):
+                     "newest_stage_entropy_coef", "novelty_bonus", "self_imitation"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0 (got {getattr(self, name)!r})")
+        if not 0 <= self.explore_epsilon <= 1:
+            raise ConfigError(f"explore_epsilon: must be in [0, 1] (got {self.explore_epsilon!r})")
+        if self.explore_decay_episodes is not None and self.explore_decay_episodes <= 0:
+            raise ConfigError(f"explore_decay_episodes: must be null or > 0 (got {self.explore_decay_episodes!r})")
         for name in ("mastery_threshold", "stop_at_success"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:

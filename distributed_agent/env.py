@@ -140,16 +140,19 @@ class ToolEnv:
 
         Each row shows its stage's operands, then CTX, then EOS up to the longest row.
         """
-        device = generator.device
-        operands = torch.randint(0, 10, (batch, 5), generator=generator, device=device)
+        operands = torch.randint(0, 10, (batch, 5), generator=generator, device=generator.device)
+        return operands, self.context(operands, stage)
+
+    @staticmethod
+    def context(operands: torch.Tensor, stage) -> torch.Tensor:
+        """The padded context LongTensor[B, L] that shows these operands at these stages."""
         stage = _stage_tensor(stage, operands)
-        shown = torch.tensor(OPERANDS_SHOWN, device=device)[stage]              # [B]
+        shown = torch.tensor(OPERANDS_SHOWN, device=operands.device)[stage]     # [B]
         width = int(shown.max()) + 1
-        position = torch.arange(width, device=device).unsqueeze(0)              # [1, L]
+        position = torch.arange(width, device=operands.device).unsqueeze(0)     # [1, L]
         padded_operands = torch.cat([operands, operands[:, :1]], 1)[:, :width]  # width <= 6
-        context = torch.where(position < shown[:, None], padded_operands,
-                              torch.where(position == shown[:, None], CTX, EOS))
-        return operands, context
+        return torch.where(position < shown[:, None], padded_operands,
+                           torch.where(position == shown[:, None], CTX, EOS))
 
     def score(self, actions: torch.Tensor, operands: torch.Tensor, stage):
         """(reward FloatTensor[B], correct BoolTensor[B]) of action sequences LongTensor[B, T]."""

@@ -61,10 +61,16 @@ class ActorCritic(nn.Module):
 
     def forward(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *,
                 greedy: bool = False, generator: torch.Generator | None = None,
-                action_mask: torch.Tensor | None = None) -> Rollout:
+                action_mask: torch.Tensor | None = None, epsilon: float = 0.0,
+                replay: torch.Tensor | None = None) -> Rollout:
         """Emit `steps` tokens: sampled (Gumbel-max with `generator`) or, if greedy, the argmax.
 
         action_mask: BoolTensor[V] of allowed tokens (None: all allowed).
+        epsilon: when sampling, each token is instead drawn uniformly from the allowed ones with
+        this probability (exploration that reaches tokens the policy has nearly stopped sampling;
+        the loss still treats them as the policy's own, as epsilon-greedy methods do).
+        replay: LongTensor[B, T] of actions to feed instead of sampling (teacher forcing), to score
+        earlier episodes under the current policy (self-imitation).
 
         The same numbers as `forward_reference` (checked by a test), computed faster: the GRU
         steps run inside one autograd Function with a hand-written backward (FusedRollout), the
@@ -78,9 +84,16 @@ class ActorCritic(nn.Module):
         if action_mask is not None:
             logits_bias = logits_bias.masked_fill(~action_mask.repeat(self.head_blocks), float("-inf"))
         noise = None if greedy else self._gumbel(steps, batch, generator, context.device)
+        forced = None if replay is None else replay.t().contiguous()
+        if replay is None and not greedy and epsilon > 0:
+            allowed = torch.arange(self.vocab_size, device=context.device)
+            allowed = allowed if action_mask is None else allowed[action_mask]
+            explore = torch.rand((steps, batch), generator=generator, device=context.device) < epsilon
+            pick = torch.randint(0, len(allowed), (steps, batch), generator=generator, device=context.device)
+            forced = torch.where(explore, allowed[pick], -1)
         actions, logits, hiddens = FusedRollout.apply(input_table, hidden, self.gru.weight_hh, self.gru.bias_hh,
                                                       self.policy_head.weight, logits_bias, noise, steps,
-                                                      self._head_columns(stage))
+                                                      self._head_columns(stage), forced)
         return Rollout(actions, logits, self.value_head(hiddens).squeeze(-1))
 
     def forward_reference(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *,
@@ -124,12 +137,13 @@ class FusedRollout(torch.autograd.Function):
     Inputs: input_table [V, 3d] (W_ih applied to every token embedding, plus b_ih), hidden [B, d],
     W_hh [3d, d], b_hh [3d], W_pi [V, d], b_pi [V] (-inf where masked), noise [T, B, V] or None
     (greedy), head_columns [B, V] or None (which rows of W_pi each episode uses, for per-stage
-    heads). Outputs: actions [B, T], logits [B, T, V], hiddens [B, T, d].
+    heads), forced [T, B] or None (a token that replaces the sampled one where >= 0).
+    Outputs: actions [B, T], logits [B, T, V], hiddens [B, T, d].
     Gate order and formulas are nn.GRUCell's: r, z, n; h' = n + z (h - n).
     """
 
     @staticmethod
-    def forward(ctx, input_table, hidden, w_hh, b_hh, w_pi, b_pi, noise, steps, head_columns):
+    def forward(ctx, input_table, hidden, w_hh, b_hh, w_pi, b_pi, noise, steps, head_columns, forced=None):
         batch, size = hidden.shape
         # Every per-step result is written straight into its slot of a [T, ...] buffer (out=):
         # stacking lists afterwards cost more than the arithmetic at these sizes.
@@ -153,6 +167,8 @@ class FusedRollout(torch.autograd.Function):
             else:
                 torch.gather(torch.addmm(b_pi, hiddens[t + 1], w_pi.t()), 1, head_columns, out=logits[t])
             torch.argmax(logits[t] if noise is None else logits[t] + noise[t], -1, out=tokens[t + 1])
+            if forced is not None:  # exploration: tokens drawn outside the policy
+                torch.where(forced[t] >= 0, forced[t], tokens[t + 1], out=tokens[t + 1])
         ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns)
         actions = tokens[1:].t()
         ctx.mark_non_differentiable(actions)
@@ -191,4 +207,4 @@ class FusedRollout(torch.autograd.Function):
         grad_w_pi = flat_logits.t().mm(hiddens[1:].reshape(-1, size))
         grad_b_pi = flat_logits.sum(0)
         grad_table = torch.zeros_like(input_table).index_add_(0, tokens[:-1].reshape(-1), grad_input.reshape(-1, 3 * size))
-        return grad_table, carry, grad_w_hh, grad_b_hh, grad_w_pi, grad_b_pi, None, None, None
+        return grad_table, carry, grad_w_hh, grad_b_hh, grad_w_pi, grad_b_pi, None, None, None, None

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .a2c import a2c_loss
+from .a2c import a2c_loss, self_imitation_loss
 from .config import ConfigError, TrainConfig
 from .curriculum import Curriculum
 from .env import (MACHINE_STATES, NUM_STAGES, OPERANDS_SHOWN, TARGET_FORMULAS, TOOL_TOKENS, VOCAB_SIZE, ToolEnv,
@@ -93,6 +93,8 @@ class Trainer:
         # Visits of each (stage, step, machine state) cell, for the novelty bonus.
         self.state_visits = torch.zeros(NUM_STAGES * self.env.max_len * MACHINE_STATES, dtype=torch.float64,
                                         device=self.device)
+        self.replay = ReplayBuffer(NUM_STAGES, config.self_imitation_capacity if config.self_imitation else 0,
+                                   self.env.max_len, self.device)
         self.update = 0
         self.episodes = 0
         self.seconds = 0.0
@@ -107,7 +109,7 @@ class Trainer:
         stages = self.curriculum.batch_stages(self.update, config.batch_size, self.device)
         operands, context = self.env.sample(config.batch_size, stages, self.generator)
         rollout = self.model(context, stages, self.env.max_len, generator=self.generator,
-                             action_mask=self.action_mask)
+                             action_mask=self.action_mask, epsilon=self.explore_epsilon())
         outcome = self.env.run(rollout.actions, operands, stages)
         reward = outcome.reward
         if config.novelty_bonus:
@@ -118,17 +120,34 @@ class Trainer:
             entropy_coef = torch.where(newest, config.newest_stage_entropy_coef, config.entropy_coef)
         terms = a2c_loss(rollout, reward, loss=config.loss, entropy_coef=entropy_coef,
                          value_coef=config.value_coef, normalize_advantage=config.normalize_advantage)
-        if not torch.isfinite(terms.total):
+        total = terms.total
+        if config.self_imitation:
+            self.replay.add(operands, stages, rollout.actions, reward, outcome.correct)
+            total = total + config.self_imitation * self.self_imitation_term()
+        if not torch.isfinite(total):
             raise FloatingPointError(
-                f"loss became {terms.total.item()} at update {self.update} (lr={config.lr}); "
+                f"loss became {total.item()} at update {self.update} (lr={config.lr}); "
                 "training diverged, try a smaller lr")
         self.optimizer.zero_grad()
-        terms.total.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
         self.optimizer.step()
         self.episodes += config.batch_size
-        self.last_loss = terms.total.item()
+        self.last_loss = total.item()
         return self.last_loss
+
+    def self_imitation_term(self) -> torch.Tensor:
+        replayed = self.replay.sample(self.config.self_imitation_batch, self.generator)
+        if replayed is None:
+            return torch.zeros((), device=self.device)
+        operands, stages, actions, reward = replayed
+        rollout = self.model(self.env.context(operands, stages), stages, actions.shape[1], greedy=True,
+                             action_mask=self.action_mask, replay=actions)
+        return self_imitation_loss(rollout, reward, self.config.value_coef)
+
+    def explore_epsilon(self) -> float:
+        epsilon, decay = self.config.explore_epsilon, self.config.explore_decay_episodes
+        return epsilon if decay is None else epsilon * max(0.0, 1 - self.episodes / decay)
 
     def novelty(self, machine_states: torch.Tensor, stages: torch.Tensor) -> torch.Tensor:
         """Count-based exploration bonus: each episode earns, per step, 1/sqrt(1 + n) where n is how
@@ -230,6 +249,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "curriculum": self.curriculum.state_dict(),
             "state_visits": self.state_visits,
+            "replay": self.replay.state_dict(),
             "update": self.update,
             "episodes": self.episodes,
             "seconds": self.seconds,
@@ -243,6 +263,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.curriculum.load_state_dict(state["curriculum"])
         self.state_visits.copy_(state["state_visits"])
+        self.replay.load_state_dict(state["replay"])
         self.update = state["update"]
         self.episodes = state["episodes"]
         self.seconds = state["seconds"]
@@ -271,6 +292,51 @@ class Trainer:
         trainer = cls(TrainConfig.from_dict(state["config"]).replace(**config_changes))
         trainer.load_state_dict(state)
         return trainer
+
+
+class ReplayBuffer:
+    """The newest correct episodes of each stage (operands, actions, reward), for self-imitation.
+    Sampling takes the same number from every stage that has some, so the rare successes of the
+    newest stage are replayed as often as the common ones of the stages already learnt."""
+
+    def __init__(self, stages: int, capacity: int, steps: int, device):
+        self.operands = torch.zeros(stages, capacity, 5, dtype=torch.long, device=device)
+        self.actions = torch.zeros(stages, capacity, steps, dtype=torch.long, device=device)
+        self.reward = torch.zeros(stages, capacity, device=device)
+        self.filled = [0] * stages
+        self.next = [0] * stages
+
+    def add(self, operands, stages, actions, reward, keep) -> None:
+        capacity = self.reward.shape[1]
+        for stage in range(len(self.filled)):
+            rows = (keep & (stages == stage)).nonzero().squeeze(1)[-capacity:]
+            slots = (self.next[stage] + torch.arange(len(rows), device=rows.device)) % capacity
+            self.operands[stage, slots] = operands[rows]
+            self.actions[stage, slots] = actions[rows]
+            self.reward[stage, slots] = reward[rows].detach()
+            self.next[stage] = (self.next[stage] + len(rows)) % capacity
+            self.filled[stage] = min(capacity, self.filled[stage] + len(rows))
+
+    def sample(self, count: int, generator):
+        stages = [s for s, n in enumerate(self.filled) if n]
+        if not stages:
+            return None
+        per_stage = max(1, count // len(stages))
+        picks = [(s, torch.randint(0, self.filled[s], (per_stage,), generator=generator,
+                                   device=generator.device)) for s in stages]
+        stage_ids = torch.cat([torch.full((per_stage,), s, device=self.reward.device) for s, _ in picks])
+        return (torch.cat([self.operands[s, i] for s, i in picks]), stage_ids.long(),
+                torch.cat([self.actions[s, i] for s, i in picks]), torch.cat([self.reward[s, i] for s, i in picks]))
+
+    def state_dict(self) -> dict:
+        return {"operands": self.operands, "actions": self.actions, "reward": self.reward,
+                "filled": list(self.filled), "next": list(self.next)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.operands.copy_(state["operands"])
+        self.actions.copy_(state["actions"])
+        self.reward.copy_(state["reward"])
+        self.filled, self.next = list(state["filled"]), list(state["next"])
 
 
 def train(config: TrainConfig, callback: Callback | None = None,

@@ -164,3 +164,25 @@ def test_per_episode_entropy_coefficient():
     assert torch.allclose(base.total - terms.total, expected, atol=1e-5)
     uniform = a2c_loss(rollout, reward, loss="masked", entropy_coef=0.1, value_coef=0.5)
     assert torch.allclose(base.total - uniform.total, 0.1 * uniform.entropy, atol=1e-5)
+
+
+def test_epsilon_exploration_draws_allowed_tokens_uniformly():
+    torch.manual_seed(0)
+    model = ActorCritic(16)
+    context, stages = batch(4000)
+    mask = torch.zeros(18, dtype=torch.bool)
+    mask[10:16] = True
+    actions = model(context, stages, 2, generator=torch.Generator().manual_seed(1), action_mask=mask, epsilon=1.0).actions
+    frequencies = torch.bincount(actions.flatten(), minlength=18).float() / actions.numel()
+    assert torch.allclose(frequencies[10:16], torch.full((6,), 1 / 6), atol=0.015)
+    assert frequencies[:10].sum() == 0 and frequencies[16:].sum() == 0
+
+
+def test_replay_feeds_the_given_actions_and_scores_them_under_the_policy():
+    torch.manual_seed(0)
+    model = ActorCritic(32, policy_head="per_stage")
+    context, stages = batch(50)
+    sampled = model(context, stages, 6, generator=torch.Generator().manual_seed(3))
+    replayed = model(context, stages, 6, greedy=True, replay=sampled.actions)
+    assert torch.equal(replayed.actions, sampled.actions)
+    assert torch.allclose(replayed.logits, sampled.logits) and torch.allclose(replayed.values, sampled.values)

@@ -42,8 +42,11 @@ print(json.dumps({"success": result.final_success, "reward": result.final_reward
 """
 
 
-def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path):
-    config = TrainConfig(**SMALL)
+@pytest.mark.parametrize("extra", [{}, {"variant": "declared", "policy_head": "per_stage", "novelty_bonus": 0.5,
+                                        "explore_epsilon": 0.1, "self_imitation": 1.0, "action_space": "tools"}],
+                         ids=["plain", "exploration"])
+def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path, extra):
+    config = TrainConfig(**{**SMALL, **extra})
     straight = train(config)
     trainer = Trainer(config)
     trainer.run(until=20)
