@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError
 
 DEFAULT_SPEC = "experiments/default.yaml"
 

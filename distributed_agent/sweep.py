@@ -165,7 +165,7 @@ def build_tuner(spec: ExperimentSpec, storage: str, trial_fn=None, verbose: int 
         from ray.tune.search import Repeater
         try:
             from ray.tune.search.optuna import OptunaSearch
-            import optuna  # noqa: F401
+            import optuna  # noqa: F401  (OptunaSearch imports lazily; fail here with a clear message)
         except ImportError:
             raise ConfigError("search_alg: optuna needs the optional extra: pip install 'distributed_agent[optuna]'")
         param_space = {"hp": {d.name: _tune_distribution(d) for d in spec.search}}

@@ -1,4 +1,6 @@
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,44 +11,8 @@ from distributed_agent.env import (ADD, ANS, CTX, EOS, MUL, RCL, STO, SUB, TOOL_
 
 # ---- independent plain-Python implementations of the rules, written from SPEC.md / the docstring ----
 
-def tutorial_reference(actions, operands, stage):
-    """SPEC.md, table "Tutorial environment", one episode at a time."""
-    a, b, c, d, e = operands
-    last, mem = None, None
-    g0 = a * b
-    g1 = g0 + c
-    g2 = g1 - d
-    g3 = d * e
-    g4 = g1 - g3
-    for step, act in enumerate(actions, start=1):
-        if act == MUL:
-            last = a * b if last is None else last * (d if stage > 0 else 1)
-        elif act == ADD:
-            if last is not None:
-                last += c
-        elif act == SUB:
-            if last is not None:
-                last -= e if (stage == 2 and mem == "use_d") else (d if stage > 0 else 0)
-        elif act == STO:
-            mem = "use_d" if stage >= 1 else "ok"
-        elif act == RCL:
-            if mem is not None:
-                last = d * e if (stage == 2 and mem == "use_d") else (last if last else 0)
-        elif act == ANS:
-            correct = last is not None and last == [g0, g1, g2][stage]
-
-            def eq(goal):
-                return last is not None and last == goal
-            if stage == 0:
-                shaped = 0.25 * eq(g0) + 0.5 * eq(g1)
-            elif stage == 1:
-                shaped = 0.25 * eq(g0) + 0.5 * eq(g1) + 0.75 * eq(g2)
-            else:
-                shaped = 0.2 * eq(g0) + 0.4 * eq(g1) + 0.6 * eq(g4) + 0.6 * eq(g3)
-            return (1.0 if correct else 0.0) + 0.2 * (0.0 + shaped), correct
-        if step >= 7:
-            break
-    return 0.0, False
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from tutorial_reference import tutorial_score as tutorial_reference  # noqa: E402
 
 
 def declared_reference(actions, operands, stage):
