@@ -208,3 +208,19 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
     finally:
         for session in sessions:
             kill_session(session)
+
+
+def test_optuna_search_runs_every_sampled_config_on_every_seed(tmp_path):
+    spec = parse_spec({"name": "optuna", "train": {**TINY_TRAIN, "updates": 10}, "seeds": [3, 4], "samples": 2,
+                       "search_alg": "optuna", "search": {"lr": {"loguniform": [1e-3, 1e-2]},
+                                                          "hidden_size": {"choice": [16, 24]}}})
+    path = run_sweep(spec, storage=str(tmp_path), verbose=0)
+    report = build_report(path)
+    trials = report.trials
+    assert len(trials) == 4 and set(trials["status"]) == {"terminated"}
+    by_config = trials.groupby(["lr", "hidden_size"])["seed"].apply(sorted)
+    assert len(by_config) == 2 and all(seeds == [3, 4] for seeds in by_config)
+    for _, trial in trials.iterrows():  # the seed of each repeat is the one it reports
+        success, _ = direct_final(spec, {"lr": trial["lr"], "hidden_size": int(trial["hidden_size"]),
+                                         "seed": int(trial["seed"])})
+        assert [trial[f"success/stage{s}"] for s in range(3)] == success
