@@ -28,12 +28,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--updates", type=int, default=400)
-    parser.add_argument("--checkpoint-every", type=int, default=10, help="evaluations between checkpoints")
-    parser.add_argument("--eval-every", type=int, default=10, help="updates between evaluations (= reports)")
+    parser.add_argument("--checkpoint-every", type=int, default=10, help="reports between checkpoints")
+    parser.add_argument("--eval-every", type=int, default=10, help="updates between evaluations")
+    parser.add_argument("--report-every", type=int, default=1, help="evaluations between reports to Tune")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = parse_spec({
-        "name": "overhead", "seeds": args.trials, "checkpoint_every": args.checkpoint_every,
+        "name": "overhead", "seeds": args.trials, "checkpoint_every": args.checkpoint_every * args.report_every,
+        "report_every": args.report_every,
         "train": {"variant": "tutorial", "init": "episode", "loss": "masked", "curriculum": "mastery", "lr": 3e-3,
                   "entropy_coef": 0.03, "hidden_size": 64, "batch_size": 256, "updates": args.updates,
                   "eval_every": args.eval_every, "eval_episodes": 256, "device": "cpu"}})
@@ -56,7 +58,8 @@ def main():
     by_seed = {trial[-1]["seed"]: trial[-1] for trial in lines}
     same = all([by_seed[r.config.seed][f"success/stage{s}"] for s in range(3)] == r.final_success for r in sequential)
     train_s = sum(trial[-1]["seconds"] for trial in lines)
-    print(f"{args.trials} trials of {args.updates} updates, a report every {args.eval_every}, {os.cpu_count()} CPUs; "
+    print(f"{args.trials} trials of {args.updates} updates, a report every {args.eval_every * args.report_every}, "
+          f"{os.cpu_count()} CPUs; "
           f"identical numbers: {same}")
     print(f"{'':34s} {'wall s':>8}")
     print(f"{'one process, one after another':34s} {sequential_s:8.1f}")

@@ -12,7 +12,8 @@
     scheduler: fifo       # or asha (stops weak trials early on the metric)
     resources: {cpu: 1, gpu: 0}
     max_failures: 2
-    checkpoint_every: 5   # evaluations between checkpoints
+    report_every: 1       # evaluations between reports to Tune (each costs the driver work)
+    checkpoint_every: 5   # evaluations between checkpoints (a multiple of report_every)
     metric: success/min
     mode: max
 
@@ -40,7 +41,8 @@ MODES = ("max", "min")
 METRICS = ("success/min", *(f"success/stage{s}" for s in range(NUM_STAGES)),
            *(f"reward/stage{s}" for s in range(NUM_STAGES)))
 TOP_LEVEL = ("name", "description", "train", "search", "seeds", "samples", "search_alg", "scheduler",
-             "asha", "resources", "max_failures", "checkpoint_every", "metric", "mode")
+             "asha", "resources", "max_failures", "report_every", "checkpoint_every", "metric",
+             "mode")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -75,6 +77,7 @@ class ExperimentSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
+    report_every: int = 1
     checkpoint_every: int = 5
     metric: str = "success/min"
     mode: str = "max"
@@ -147,6 +150,11 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
         raise ConfigError(f"resources.gpu: must be a fraction <= 1 or a whole number (got {gpus})")
     if search_alg == "optuna" and any(d.kind == "grid" for d in search):
         raise ConfigError("search: grid is not supported with search_alg optuna; use choice")
+    report_every = _int_field(raw, "report_every", 1, minimum=1)
+    checkpoint_every = _int_field(raw, "checkpoint_every", 5, minimum=1)
+    if checkpoint_every % report_every:
+        raise ConfigError(f"checkpoint_every: must be a multiple of report_every ({report_every}), "
+                          f"since checkpoints travel with reports (got {checkpoint_every})")
     metric = _choice_field(raw, "metric", "success/min", METRICS)
     mode = _choice_field(raw, "mode", "max", MODES)
     description = raw.get("description", "")
@@ -159,7 +167,7 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
         asha_reduction_factor=_int_field(asha, "reduction_factor", 2, minimum=2, prefix="asha."),
         cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_failures=_int_field(raw, "max_failures", 2, minimum=0),
-        checkpoint_every=_int_field(raw, "checkpoint_every", 5, minimum=1),
+        report_every=report_every, checkpoint_every=checkpoint_every,
         metric=metric, mode=mode, description=description, source=raw)
 
 

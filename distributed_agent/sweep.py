@@ -42,7 +42,8 @@ def trial_config(config: dict, base: dict, seeds: tuple, gpus: float, cpus: floa
                                   "num_threads": max(1, int(cpus))})
 
 
-def run_trial(config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpus: float, cpus: float):
+def run_trial(config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpus: float, cpus: float,
+              report_every: int = 1):
     from ray import tune
     import ray
 
@@ -56,6 +57,8 @@ def run_trial(config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpu
 
     def report(evaluation: Evaluation, trainer: Trainer) -> None:
         final = trainer.finished
+        if not final and len(trainer.history) % report_every:
+            return  # Tune's driver does real work per report; fewer reports, faster sweeps
         if final:  # the last report carries the final, larger greedy evaluation
             success, reward = trainer.evaluate(train_config.final_eval_episodes, tag=-1)
             evaluation = Evaluation(evaluation.update, evaluation.episodes, evaluation.stage, success, reward,
@@ -142,7 +145,8 @@ def build_trainable(spec: ExperimentSpec, trial_fn=None):
     from ray import tune
 
     trainable = tune.with_parameters(trial_fn or run_trial, base=spec.train.to_dict(), seeds=spec.seeds,
-                                     checkpoint_every=spec.checkpoint_every, gpus=spec.gpus_per_trial,
+                                     checkpoint_every=spec.checkpoint_every, report_every=spec.report_every,
+                                     gpus=spec.gpus_per_trial,
                                      cpus=spec.cpus_per_trial)
     return tune.with_resources(trainable, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
@@ -155,9 +159,9 @@ def build_tuner(spec: ExperimentSpec, storage: str, trial_fn=None, verbose: int 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    evaluations = math.ceil(spec.train.updates / spec.train.eval_every)
+    reports = math.ceil(spec.train.updates / spec.train.eval_every / spec.report_every)
     if spec.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evaluations,
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=reports,
                                   grace_period=spec.asha_grace_period, reduction_factor=spec.asha_reduction_factor)
     else:
         scheduler = FIFOScheduler()

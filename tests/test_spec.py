@@ -56,6 +56,7 @@ BAD_SPECS = [
     ({"resources": {"cpu": 0, "gpu": 0}}, "resources: a trial needs cpu > 0 or gpu > 0"),
     ({"resources": {"tpu": 1}}, "resources: must be a mapping with cpu and/or gpu"),
     ({"max_failures": -1}, "max_failures: must be an integer >= 0"),
+    ({"report_every": 3, "checkpoint_every": 4}, "checkpoint_every: must be a multiple of report_every (3)"),
     ({"name": "../escape"}, "name: must be letters"),
 ]
 

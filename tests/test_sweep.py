@@ -224,3 +224,13 @@ def test_optuna_search_runs_every_sampled_config_on_every_seed(tmp_path):
         success, _ = direct_final(spec, {"lr": trial["lr"], "hidden_size": int(trial["hidden_size"]),
                                          "seed": int(trial["seed"])})
         assert [trial[f"success/stage{s}"] for s in range(3)] == success
+
+
+def test_report_every_sends_fewer_reports_with_the_same_final_numbers(tmp_path):
+    spec = parse_spec({"name": "sparse", "train": TINY_TRAIN, "seeds": [7], "report_every": 2, "checkpoint_every": 2})
+    path = run_sweep(spec, storage=str(tmp_path), verbose=0)
+    (lines,) = results_by_trial(path).values()
+    assert [line["update"] for line in lines] == [10, 20, 30]  # 6 evaluations, every second one reported
+    assert lines[-1]["final"] == 1
+    success, reward = direct_final(spec, {"seed": 7})
+    assert [lines[-1][f"success/stage{s}"] for s in range(3)] == success
