@@ -122,7 +122,7 @@ def build_report(run_dir: str | Path) -> Report:
             if name != "seed" and name not in hyper:
                 hyper.append(name)
         seed = last.get("seed", params.get("seed"))
-        status = _status(statuses.get(trial_id), last, trial_dir, problems)
+        status = _status(statuses.get(trial_id), last, trial_dir)
         error = _error_line(trial_dir) if status == "errored" else ""
         solved_at = next((r["episodes"] for r in reports if r.get("success/min", 0) >= SOLVED), np.nan)
         rows.append({
@@ -174,7 +174,7 @@ def _seeds_asked(spec: dict | None) -> int | None:
     return seeds if isinstance(seeds, int) else len(seeds)
 
 
-def _status(state: dict | None, last: dict, trial_dir: Path, problems: list[str]) -> str:
+def _status(state: dict | None, last: dict, trial_dir: Path) -> str:
     if state is not None:
         status = STATUS_NAMES.get(state["status"], state["status"].lower())
     elif (trial_dir / "error.txt").exists() and not last.get("final"):
@@ -294,17 +294,21 @@ def display_table(summary: pd.DataFrame, hyperparameters: list[str], latex: bool
         notes = [f"{row[k]} {k.replace('_', ' ')}" for k in ("stopped_early", "errored", "unfinished") if row[k]]
         out["seeds (final/asked)"] = seeds + (f" ({', '.join(notes)})" if notes else "")
         for stage, column in zip(STAGES, SUCCESS):
-            out[f"{stage} success"] = (f"{row[column + ' mean']:.3f} {pm} {_nan(row[column + ' std'])} "
-                                       f"[{_nan(row[column + ' ci_low'])}, {_nan(row[column + ' ci_high'])}]")
+            out[f"{stage} success"] = _mean_ci(row, column, std=pm)
             out[f"{stage} IQM"] = _nan(row[column + " iqm"])
         for stage, column in zip(STAGES, REWARD):
-            out[f"{stage} reward"] = (f"{row[column + ' mean']:.3f} [{_nan(row[column + ' ci_low'])}, "
-                                      f"{_nan(row[column + ' ci_high'])}]")
+            out[f"{stage} reward"] = _mean_ci(row, column)
         out["solved (all stages >= 0.99)"] = f"{row['solved_share']:.0%}"
         median = row["median_episodes_to_solve"]
         out["median episodes to solve"] = "-" if pd.isna(median) else f"{median:,.0f}"
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+def _mean_ci(row: pd.Series, column: str, std: str | None = None) -> str:
+    """'0.873 [0.738, 1.000]' from a summary row, or with std='±': '0.873 ± 0.311 [0.738, 1.000]'."""
+    spread = f" {std} {_nan(row[column + ' std'])}" if std else ""
+    return f"{row[column + ' mean']:.3f}{spread} [{_nan(row[column + ' ci_low'])}, {_nan(row[column + ' ci_high'])}]"
 
 
 def _nan(value) -> str:
@@ -325,7 +329,7 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
         caption=caption, label=label, hrules=True, column_format="l" * len(table.columns), position="htbp")
 
 
-def caption_for(name: str, seeds_asked) -> str:
+def caption_for(name: str) -> str:
     return (f"Experiment {name}: final greedy success (share of correct answers) per stage, "
             f"mean $\\pm$ std over seeds [95\\% percentile-bootstrap CI] and interquartile mean; mean reward "
             f"with the shaping bonus [95\\% CI]; the share of seeds reaching $\\geq$ 0.99 success on every stage.")
@@ -424,7 +428,7 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
                           "mean ± std over seeds [95% bootstrap CI]; IQM = interquartile mean of success; "
                           "reward = mean reward with the shaping bonus (what the tutorial prints as accuracy), "
                           "mean [95% bootstrap CI].\n\n" + to_markdown(table))
-    written[3].write_text(to_latex(latex_table, caption_for(report.name, report.seeds_asked),
+    written[3].write_text(to_latex(latex_table, caption_for(report.name),
                                    f"tab:{report.name}"))
     curves = out_dir / "learning_curves.png"
     learning_curves_plot(report, curves)
@@ -444,8 +448,7 @@ def print_summary(report: Report) -> None:
     with pd.option_context("display.max_colwidth", 60, "display.width", 250):
         print(table[columns].to_string(index=False))
     best = report.summary.iloc[0]
-    print(f"\nBest: {_fmt_config(best, report.hyperparameters)}: success/min {best['success/min mean']:.3f} "
-          f"[{_nan(best['success/min ci_low'])}, {_nan(best['success/min ci_high'])}], "
+    print(f"\nBest: {_fmt_config(best, report.hyperparameters)}: success/min {_mean_ci(best, 'success/min')}, "
           f"solved by {best['solved_share']:.0%} of seeds")
     errored = report.trials[report.trials["status"] == "errored"]
     for _, trial in errored.iterrows():
@@ -515,8 +518,7 @@ def compare_reports(reports: list[Report], labels: list[str], out_dir: str | Pat
         row = {"experiment": label, "configuration": _fmt_config(config, report.hyperparameters),
                "seeds (final/asked)": f"{config['final']}/{config['seeds_asked']}"}
         for stage, column in zip(STAGES, SUCCESS):
-            row[f"{stage} success"] = (f"{config[column + ' mean']:.3f} [{_nan(config[column + ' ci_low'])}, "
-                                       f"{_nan(config[column + ' ci_high'])}]")
+            row[f"{stage} success"] = _mean_ci(config, column)
         row["solved (all stages >= 0.99)"] = f"{config['solved_share']:.0%}"
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -90,14 +90,13 @@ def resident_mib() -> float:
 # The driver
 # ---------------------------------------------------------------------------------------------
 
-def experiment_path(storage: str, name: str) -> str:
-    if "://" in storage:
-        return storage.rstrip("/") + "/" + name
-    return str(Path(storage).expanduser().resolve() / name)
-
-
 def storage_root(storage: str) -> str:
+    """A URI as given, a local path made absolute (Tune needs one)."""
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def experiment_path(storage: str, name: str) -> str:
+    return storage_root(storage).rstrip("/") + "/" + name
 
 
 def check_can_start(spec: ExperimentSpec, storage: str, resume: bool) -> str:
