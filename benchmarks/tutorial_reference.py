@@ -63,7 +63,7 @@ class ReferenceActorCritic(nn.Module):
         self.pi = nn.Linear(d, VOCAB_SIZE)
         self.v = nn.Linear(d, 1)
 
-    def forward(self, ctx, stage, max_len=6):
+    def forward(self, ctx, stage, max_len=6, greedy=False):
         batch = ctx.shape[0]
         ce = self.emb(ctx).mean(1) + self.stage_emb(stage).unsqueeze(1)   # the tutorial's (B, B, d)
         h = torch.tanh(ce.mean(1)).unsqueeze(0)
@@ -75,7 +75,7 @@ class ReferenceActorCritic(nn.Module):
             logits = self.pi(out[:, -1])
             pi = F.log_softmax(logits, dim=-1).exp()
             ent = -(pi * torch.log(pi + 1e-9)).sum(1)
-            a = torch.distributions.Categorical(pi).sample()
+            a = torch.argmax(logits, 1) if greedy else torch.distributions.Categorical(pi).sample()
             logp = F.log_softmax(logits, dim=-1).gather(1, a.unsqueeze(1)).squeeze(1)
             inp = self.emb(a.unsqueeze(1))
             acts.append(a)
@@ -86,24 +86,29 @@ class ReferenceActorCritic(nn.Module):
 
 
 class ReferenceUpdate:
-    def __init__(self, batch):
-        torch.manual_seed(0)
-        random.seed(0)
+    def __init__(self, batch, seed=0):
+        torch.manual_seed(seed)
+        random.seed(seed)
         self.batch = batch
         self.net = ReferenceActorCritic()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=3e-4)
 
-    def step(self, stage=0):
+    @staticmethod
+    def batch_of(stage, size):
+        """The tutorial's batch: operands drawn in Python, contexts padded row by row."""
         rows, metas = [], []
-        for _ in range(self.batch):
+        for _ in range(size):
             a, b, c, d, e = [random.randint(0, 9) for _ in range(5)]
             rows.append([[a, b, c], [a, b, c, d], [a, b, c, d, e]][stage])
             metas.append((a, b, c, d, e))
         width = max(len(r) + 1 for r in rows)
-        ctx = torch.full((self.batch, width), EOS, dtype=torch.long)
+        ctx = torch.full((size, width), EOS, dtype=torch.long)
         for i, r in enumerate(rows):
             ctx[i, :len(r) + 1] = torch.tensor(r + [CTX])
-        stage_t = torch.full((self.batch,), stage, dtype=torch.long)
+        return ctx, torch.full((size,), stage, dtype=torch.long), metas
+
+    def step(self, stage=0):
+        ctx, stage_t, metas = self.batch_of(stage, self.batch)
         acts, logps, ents, vals = self.net(ctx, stage_t)
         rewards = [tutorial_score(acts[i].tolist(), metas[i], stage)[0] for i in range(self.batch)]
         reward = torch.tensor(rewards).float()
@@ -113,3 +118,10 @@ class ReferenceUpdate:
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         self.opt.step()
+
+    @torch.no_grad()
+    def greedy_success(self, stage, episodes=1000):
+        """The share of correct greedy answers, as the tutorial's final evaluation batches them."""
+        ctx, stage_t, metas = self.batch_of(stage, episodes)
+        acts = self.net(ctx, stage_t, greedy=True)[0]
+        return sum(tutorial_score(acts[i].tolist(), metas[i], stage)[1] for i in range(episodes)) / episodes

@@ -27,3 +27,9 @@ def test_sweep_overhead_benchmark_runs_and_checks_the_numbers():
     assert "identical numbers: True" in out, out
     assert re.search(r"ratio \(sequential / sweep\): \d+\.\d\dx", out)
     assert "resident MiB at the end of each" in out
+
+
+def test_tutorial_transcription_seeds_runs():
+    out = run("tutorial_transcription_seeds.py", "--seeds", "1", "--updates", "2")
+    assert re.search(r"seed\s+0: greedy success \d\.\d{3} \d\.\d{3} \d\.\d{3}", out)
+    assert "of 1" in out
