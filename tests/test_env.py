@@ -118,12 +118,15 @@ def test_every_declared_target_is_reached_by_its_shortest_program_for_all_operan
 def test_stage2_needs_memory_no_program_without_sto_rcl_is_always_right():
     env = ToolEnv("declared")
     generator = torch.Generator().manual_seed(7)
-    operands = torch.randint(0, 10, (300, 5), generator=generator)
+    operands = torch.randint(0, 10, (1000, 5), generator=generator)
     programs = [list(p) + [ANS] for k in range(env.max_len) for p in itertools.product((MUL, ADD, SUB), repeat=k)]
     actions = torch.tensor([p + [EOS] * (env.max_len - len(p)) for p in programs])
     rows = actions.repeat_interleave(len(operands), 0)
     correct = env.run(rows, operands.repeat(len(programs), 1), 2).correct.view(len(programs), len(operands))
     assert not bool(correct.all(1).any())  # each memory-free program fails on some operands
+    # The best of them (a*b+c, right when d*e = 0) is right on about 19% of episodes, so a greedy
+    # success >= 0.99 on stage 2 (as the memory studies report) means the agent uses its memory.
+    assert 0.15 < correct.float().mean(1).max() < 0.25
     with_memory = torch.tensor([SHORTEST[2] + [EOS]]).repeat(len(operands), 1)
     assert bool(env.run(with_memory, operands, 2).correct.all())
 
