@@ -94,7 +94,8 @@ class ActorCritic(nn.Module):
         actions, logits, hiddens = FusedRollout.apply(input_table, hidden, self.gru.weight_hh, self.gru.bias_hh,
                                                       self.policy_head.weight, logits_bias, noise, steps,
                                                       self._head_columns(stage), forced)
-        return Rollout(actions, logits, self.value_head(hiddens).squeeze(-1))
+        # hiddens is time-major and contiguous: the value head reads it without a copy.
+        return Rollout(actions, logits, self.value_head(hiddens.transpose(0, 1)).squeeze(-1))
 
     def forward_reference(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *,
                           greedy: bool = False, generator: torch.Generator | None = None,
@@ -126,7 +127,7 @@ class ActorCritic(nn.Module):
 
     def _gumbel(self, steps: int, batch: int, generator, device) -> torch.Tensor:
         uniform = torch.rand((steps, batch, self.vocab_size), generator=generator, device=device)
-        return -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+        return uniform.clamp_min_(1e-20).log_().neg_().log_().neg_()  # -log(-log(u)), in place
 
 
 class FusedRollout(torch.autograd.Function):
@@ -138,7 +139,7 @@ class FusedRollout(torch.autograd.Function):
     W_hh [3d, d], b_hh [3d], W_pi [V, d], b_pi [V] (-inf where masked), noise [T, B, V] or None
     (greedy), head_columns [B, V] or None (which rows of W_pi each episode uses, for per-stage
     heads), forced [T, B] or None (a token that replaces the sampled one where >= 0).
-    Outputs: actions [B, T], logits [B, T, V], hiddens [B, T, d].
+    Outputs: actions [B, T], logits [B, T, V], hiddens [T, B, d] (time-major).
     Gate order and formulas are nn.GRUCell's: r, z, n; h' = n + z (h - n).
     """
 
@@ -154,25 +155,26 @@ class FusedRollout(torch.autograd.Function):
         vocab = w_pi.shape[0] if head_columns is None else head_columns.shape[1]
         candidates, hiddens, logits = new(steps, batch, size), new(steps + 1, batch, size), new(steps, batch, vocab)
         hiddens[0] = hidden
+        w_hh_t, w_pi_t = w_hh.t(), w_pi.t()
         for t in range(steps):
             from_input = input_table.index_select(0, tokens[t])
-            torch.addmm(b_hh, hiddens[t], w_hh.t(), out=from_hidden[t])
+            torch.addmm(b_hh, hiddens[t], w_hh_t, out=from_hidden[t])
             torch.sigmoid(from_input[:, :2 * size] + from_hidden[t, :, :2 * size], out=gates[t])
             # tanh(x) = 2 sigmoid(2x) - 1: the same value, and 3x faster than torch.tanh on CPU here.
             pre_candidate = torch.addcmul(from_input[:, 2 * size:], gates[t, :, :size], from_hidden[t, :, 2 * size:])
             torch.sigmoid(pre_candidate.mul_(2), out=candidates[t]).mul_(2).sub_(1)
             torch.addcmul(candidates[t], gates[t, :, size:], hiddens[t] - candidates[t], out=hiddens[t + 1])
             if head_columns is None:
-                torch.addmm(b_pi, hiddens[t + 1], w_pi.t(), out=logits[t])
+                torch.addmm(b_pi, hiddens[t + 1], w_pi_t, out=logits[t])
             else:
-                torch.gather(torch.addmm(b_pi, hiddens[t + 1], w_pi.t()), 1, head_columns, out=logits[t])
+                torch.gather(torch.addmm(b_pi, hiddens[t + 1], w_pi_t), 1, head_columns, out=logits[t])
             torch.argmax(logits[t] if noise is None else logits[t] + noise[t], -1, out=tokens[t + 1])
             if forced is not None:  # exploration: tokens drawn outside the policy
                 torch.where(forced[t] >= 0, forced[t], tokens[t + 1], out=tokens[t + 1])
         ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns)
         actions = tokens[1:].t()
         ctx.mark_non_differentiable(actions)
-        return actions, logits.transpose(0, 1), hiddens[1:].transpose(0, 1)
+        return actions, logits.transpose(0, 1), hiddens[1:]
 
     @staticmethod
     def backward(ctx, _grad_actions, grad_logits, grad_hiddens):
@@ -184,22 +186,26 @@ class FusedRollout(torch.autograd.Function):
             grad_logits = torch.zeros(steps, batch, w_pi.shape[0], dtype=grad_logits.dtype, device=grad_logits.device) \
                 .scatter_(2, head_columns.expand(steps, -1, -1), grad_logits)
         # Every step's hidden state receives its own gradient plus the policy head's.
-        grad_hidden_out = torch.baddbmm(grad_hiddens.transpose(0, 1), grad_logits, w_pi.expand(steps, -1, -1))
+        grad_hidden_out = torch.baddbmm(grad_hiddens, grad_logits, w_pi.expand(steps, -1, -1))
         reset, update = gates[..., :size], gates[..., size:]
         # The factors that do not depend on the incoming gradient, for all steps at once.
         to_pre_candidate = (1 - update) * (1 - candidates * candidates)
         to_pre_update = (previous - candidates) * update * (1 - update)
         to_pre_reset = from_hidden[..., 2 * size:] * reset * (1 - reset)
         carry = torch.zeros_like(previous[0])
-        grad_from_hidden = torch.empty_like(from_hidden)   # d(W_hh h + b_hh), step by step
-        grad_input = torch.empty_like(from_hidden)         # d(W_ih x + b_ih): n taken before the reset gate
+        # d(W_hh h + b_hh) per step, its three gate blocks written in place (no per-step cat), and
+        # d(pre-candidate), which is d(W_ih x + b_ih)'s third block (n is taken before the reset gate).
+        grad_from_hidden = torch.empty_like(from_hidden)
+        grad_reset, grad_update, grad_candidate_part = grad_from_hidden.split(size, -1)
+        grad_pre_candidate = torch.empty_like(candidates)
         for t in reversed(range(steps)):
             grad_h = grad_hidden_out[t] + carry
-            grad_pre_candidate = grad_h * to_pre_candidate[t]
-            grad_reset, grad_update = grad_pre_candidate * to_pre_reset[t], grad_h * to_pre_update[t]
-            torch.cat([grad_reset, grad_update, grad_pre_candidate * reset[t]], 1, out=grad_from_hidden[t])
-            torch.cat([grad_reset, grad_update, grad_pre_candidate], 1, out=grad_input[t])
+            torch.mul(grad_h, to_pre_candidate[t], out=grad_pre_candidate[t])
+            torch.mul(grad_pre_candidate[t], to_pre_reset[t], out=grad_reset[t])
+            torch.mul(grad_h, to_pre_update[t], out=grad_update[t])
+            torch.mul(grad_pre_candidate[t], reset[t], out=grad_candidate_part[t])
             carry = torch.addmm(grad_h * update[t], grad_from_hidden[t], w_hh)
+        grad_input = torch.cat([grad_from_hidden[..., :2 * size], grad_pre_candidate], -1)
         flat_grad_hidden = grad_from_hidden.reshape(-1, 3 * size)
         grad_w_hh = flat_grad_hidden.t().mm(previous.reshape(-1, size))
         grad_b_hh = flat_grad_hidden.sum(0)

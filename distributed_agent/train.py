@@ -8,6 +8,7 @@ so that a run cut in two gives the same numbers as one run straight through.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -73,10 +74,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS at once.
+
+    By default glibc unmaps every freed block over 128 KiB and trims the heap past 128 KiB free,
+    so each update touched its ~8 MB of temporary tensors as fresh pages again: about 1,000 page
+    faults, 2-3 ms of a 9 ms update at batch 192 (benchmarks/throughput.py). Process-wide, like
+    torch.set_num_threads; nothing happens where the C library has no mallopt (macOS).
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        mallopt(m_mmap_threshold, 32 << 20)
+        mallopt(m_trim_threshold, 128 << 20)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         torch.set_num_threads(config.num_threads)
+        keep_freed_memory()
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)  # the model's initial weights
         self.env = ToolEnv(config.variant, config.max_len, config.answer_shaping, config.path_shaping,
