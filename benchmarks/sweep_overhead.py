@@ -4,7 +4,11 @@ when Ray's own costs (start, worker start with its torch import, reporting, chec
 Also prints the resident memory each trial ended with, per worker process (reuse must not grow it).
 
     python benchmarks/sweep_overhead.py                     # 16 trials on 2 CPUs
-    python benchmarks/sweep_overhead.py --trials 2 --updates 10 --eval-every 5   # smoke test
+    python benchmarks/sweep_overhead.py --trials 2 --updates 10 --eval-every 5 --rounds 1   # smoke test
+
+The machine's speed drifts by 10-30% over minutes, so the sequential run and the sweep alternate
+(sequential, sweep, sequential, ...) and each sweep is compared with the mean of the sequential
+runs before and after it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +36,7 @@ def main():
     parser.add_argument("--checkpoint-every", type=int, default=10, help="reports between checkpoints")
     parser.add_argument("--eval-every", type=int, default=10, help="updates between evaluations")
     parser.add_argument("--report-every", type=int, default=1, help="evaluations between reports to Tune")
+    parser.add_argument("--rounds", type=int, default=2, help="sweeps, each between two sequential runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = parse_spec({
@@ -40,20 +46,34 @@ def main():
                   "entropy_coef": 0.03, "hidden_size": 64, "batch_size": 256, "updates": args.updates,
                   "eval_every": args.eval_every, "eval_episodes": 256, "device": "cpu"}})
 
-    started = time.perf_counter()
-    sequential = [train(spec.trial_config(params)) for params in spec.variants()]
-    sequential_s = time.perf_counter() - started
+    def run_sequential():
+        started = time.perf_counter()
+        results = [train(spec.trial_config(params)) for params in spec.variants()]
+        return results, time.perf_counter() - started
 
-    with tempfile.TemporaryDirectory() as storage:
-        started = time.perf_counter()
-        ray.init(include_dashboard=False, log_to_driver=False)
-        ray_start_s = time.perf_counter() - started
-        ray.shutdown()
-        started = time.perf_counter()
-        path = run_sweep(spec, storage=storage, verbose=0)   # starts its own local Ray
-        sweep_s = time.perf_counter() - started
-        lines = [[json.loads(line) for line in f.read_text().splitlines()]
-                 for f in Path(path).glob("trial_*/result.json")]
+    def run_ray_sweep():
+        with tempfile.TemporaryDirectory() as storage:
+            started = time.perf_counter()
+            path = run_sweep(spec, storage=storage, verbose=0)   # starts its own local Ray
+            seconds = time.perf_counter() - started
+            return [[json.loads(line) for line in f.read_text().splitlines()]
+                    for f in Path(path).glob("trial_*/result.json")], seconds
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as run_sweep does for a local Ray
+    started = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    ray_start_s = time.perf_counter() - started
+    ray.shutdown()
+    sequential, sequential_times, sweep_times = None, [], []
+    for _ in range(args.rounds):
+        sequential, seconds = run_sequential()
+        sequential_times.append(seconds)
+        lines, seconds = run_ray_sweep()
+        sweep_times.append(seconds)
+    sequential_times.append(run_sequential()[1])
+    ratios = [(before + after) / 2 / sweep for before, after, sweep
+              in zip(sequential_times, sequential_times[1:], sweep_times)]
+    sequential_s, sweep_s = statistics.mean(sequential_times), statistics.mean(sweep_times)
 
     by_seed = {trial[-1]["seed"]: trial[-1] for trial in lines}
     same = all([by_seed[r.config.seed][f"success/stage{s}"] for s in range(3)] == r.final_success for r in sequential)
@@ -62,10 +82,14 @@ def main():
           f"{os.cpu_count()} CPUs; "
           f"identical numbers: {same}")
     print(f"{'':34s} {'wall s':>8}")
-    print(f"{'one process, one after another':34s} {sequential_s:8.1f}")
-    print(f"{'Ray Tune sweep (Ray start incl.)':34s} {sweep_s:8.1f}   (Ray start {ray_start_s:.1f} s)")
-    print(f"ratio (sequential / sweep): {sequential_s / sweep_s:.2f}x   (ideal {os.cpu_count()}x); "
-          f"training inside trials: {train_s:.1f} s of {sweep_s * os.cpu_count():.1f} CPU-s held")
+    print(f"{'one process, one after another':34s} {sequential_s:8.1f}   "
+          f"(each run: {' '.join(f'{s:.1f}' for s in sequential_times)})")
+    print(f"{'Ray Tune sweep (Ray start incl.)':34s} {sweep_s:8.1f}   "
+          f"(each run: {' '.join(f'{s:.1f}' for s in sweep_times)}; Ray start alone {ray_start_s:.1f} s)")
+    print(f"ratio (sequential / sweep): {statistics.median(ratios):.2f}x median of "
+          f"{' '.join(f'{r:.2f}' for r in ratios)}   (ideal {os.cpu_count()}x)")
+    print(f"last sweep: training inside trials {train_s:.1f} s of {sweep_times[-1] * os.cpu_count():.1f} CPU-s held; "
+          f"the sequential run before it: {sum(r.seconds for r in sequential):.1f} s of training")
     in_trial = [trial[-1]["time_total_s"] - trial[-1]["seconds"] for trial in lines]
     print(f"per trial: {sum(in_trial) / len(in_trial):.2f} s inside the trial beyond training and evaluation "
           "(reports, checkpoints, the final evaluation)")
