@@ -27,11 +27,14 @@ from tutorial_reference import ReferenceUpdate
 # ---- measurement -----------------------------------------------------------------------------
 
 def episodes_per_second(step, batch, updates):
+    """(episodes per second, minor page faults per update)."""
     step()  # warm-up
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.perf_counter()
     for _ in range(updates):
         step()
-    return batch * updates / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return batch * updates / seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / updates
 
 
 def main():
@@ -45,17 +48,19 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), project on {args.device}; "
           f"median of {args.rounds} rounds of {args.updates} updates")
-    print(f"{'batch':>6} {'reference eps/s':>16} {'project eps/s':>14} {'ratio':>7}")
+    print("allocator: the Trainer's keep_freed_memory() is process-wide, so the reference runs under it too")
+    print(f"{'batch':>6} {'reference eps/s':>16} {'project eps/s':>14} {'ratio':>7} {'page faults/update ref, project':>32}")
     for batch in args.batches:
         reference = ReferenceUpdate(batch)
         config = TrainConfig(batch_size=batch, device=args.device, num_threads=args.threads)
         trainer = Trainer(config)
-        ref_rates, project_rates = [], []
+        ref_runs, project_runs = [], []
         for _ in range(args.rounds):
-            ref_rates.append(episodes_per_second(reference.step, batch, args.updates))
-            project_rates.append(episodes_per_second(trainer.train_step, batch, args.updates))
-        ref, project = statistics.median(ref_rates), statistics.median(project_rates)
-        print(f"{batch:>6} {ref:>16,.0f} {project:>14,.0f} {project / ref:>6.2f}x")
+            ref_runs.append(episodes_per_second(reference.step, batch, args.updates))
+            project_runs.append(episodes_per_second(trainer.train_step, batch, args.updates))
+        ref, ref_faults = (statistics.median(column) for column in zip(*ref_runs))
+        project, project_faults = (statistics.median(column) for column in zip(*project_runs))
+        print(f"{batch:>6} {ref:>16,.0f} {project:>14,.0f} {project / ref:>6.2f}x {ref_faults:>21,.0f} {project_faults:>10,.0f}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process: {peak_mib:,.0f} MiB")
 

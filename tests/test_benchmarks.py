@@ -18,7 +18,7 @@ def run(script, *args):
 def test_throughput_benchmark_prints_reference_project_and_ratio():
     out = run("throughput.py", "--batches", "8", "16", "--updates", "2", "--rounds", "1")
     rows = [line for line in out.splitlines() if re.match(r"^\s+(8|16)\s", line)]
-    assert len(rows) == 2 and all(re.search(r"\d+\.\d\dx$", row) for row in rows), out
+    assert len(rows) == 2 and all(re.search(r"\d+\.\d\dx\s+[\d,]+\s+[\d,]+$", row) for row in rows), out
     assert "peak resident memory" in out
 
 
