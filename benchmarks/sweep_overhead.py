@@ -37,14 +37,19 @@ def main():
     parser.add_argument("--eval-every", type=int, default=10, help="updates between evaluations")
     parser.add_argument("--report-every", type=int, default=1, help="evaluations between reports to Tune")
     parser.add_argument("--rounds", type=int, default=2, help="sweeps, each between two sequential runs")
+    parser.add_argument("--gpu", type=float, default=0.0,
+                        help="GPU share per trial (0.25: four trials per GPU); the sequential run then trains on CUDA")
     args = parser.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        parser.error("--gpu needs a CUDA GPU; none is visible here")
     torch.set_num_threads(1)
     spec = parse_spec({
         "name": "overhead", "seeds": args.trials, "checkpoint_every": args.checkpoint_every * args.report_every,
-        "report_every": args.report_every,
+        "report_every": args.report_every, "resources": {"cpu": 1, "gpu": args.gpu},
         "train": {"variant": "tutorial", "init": "episode", "loss": "masked", "curriculum": "mastery", "lr": 3e-3,
                   "entropy_coef": 0.03, "hidden_size": 64, "batch_size": 256, "updates": args.updates,
-                  "eval_every": args.eval_every, "eval_episodes": 256, "device": "cpu"}})
+                  "eval_every": args.eval_every, "eval_episodes": 256,
+                  "device": "cuda" if args.gpu else "cpu"}})
 
     def run_sequential():
         started = time.perf_counter()
@@ -79,7 +84,7 @@ def main():
     same = all([by_seed[r.config.seed][f"success/stage{s}"] for s in range(3)] == r.final_success for r in sequential)
     train_s = sum(trial[-1]["seconds"] for trial in lines)
     print(f"{args.trials} trials of {args.updates} updates, a report every {args.eval_every * args.report_every}, "
-          f"{os.cpu_count()} CPUs; "
+          f"{os.cpu_count()} CPUs, {args.gpu:g} GPU per trial; "
           f"identical numbers: {same}")
     print(f"{'':34s} {'wall s':>8}")
     print(f"{'one process, one after another':34s} {sequential_s:8.1f}   "
