@@ -82,11 +82,13 @@ def keep_freed_memory() -> None:
     faults, 2-3 ms of a 9 ms update at batch 192 (benchmarks/throughput.py). Process-wide, like
     torch.set_num_threads; nothing happens where the C library has no mallopt (macOS).
     """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        mallopt(m_mmap_threshold, 32 << 20)
-        mallopt(m_trim_threshold, 128 << 20)
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # no mallopt, or no C library to load this way
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 128 << 20)
 
 
 class Trainer:
