@@ -1,9 +1,12 @@
 """The benchmarks run as a quick smoke at tiny sizes, so that they cannot rot (no timing asserted)."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +36,11 @@ def test_tutorial_transcription_seeds_runs():
     out = run("tutorial_transcription_seeds.py", "--seeds", "1", "--updates", "2")
     assert re.search(r"seed\s+0: greedy success \d\.\d{3} \d\.\d{3} \d\.\d{3}", out)
     assert "of 1" in out
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compile_probe_runs():
+    out = run("compile_probe.py", "--batch", "8", "--updates", "2", "--rounds", "1")
+    rows = [line for line in out.splitlines() if re.search(r"eps/s\s+\d+\.\d\dx$", line)]
+    assert [row.split("  ")[0] for row in rows] == ["reference (tutorial's update)", "project, hand-fused",
+                                                   "project, torch.compile"], out
