@@ -219,14 +219,16 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # wait for one finished and one unfinished trial
-            lines = results_by_trial(runs / "killed") if (runs / "killed").exists() else {}
-            finished = {k for k, v in lines.items() if v and v[-1].get("final") == 1}
-            if finished and len(finished) < 6 and len(lines) > len(finished):
-                break
             time.sleep(0.2)
+            try:
+                lines = results_by_trial(runs / "killed") if (runs / "killed").exists() else {}
+            except json.JSONDecodeError:  # caught a line half-written: read again
+                continue
+            finished_before = {k: v for k, v in lines.items() if v and v[-1].get("final") == 1}
+            if finished_before and len(finished_before) < 6 and len(lines) > len(finished_before):
+                break
         else:
             pytest.fail("the sweep never reached a state with finished and unfinished trials")
-        finished_before = {k: v for k, v in results_by_trial(runs / "killed").items() if v[-1].get("final") == 1}
         driver.send_signal(how)
         output = driver.communicate(timeout=120)[0].decode()
         if how == signal.SIGINT:
