@@ -18,29 +18,19 @@ import time
 import torch
 
 from distributed_agent.a2c import a2c_loss
-from distributed_agent.env import CTX
-from distributed_agent.model import Rollout
 from distributed_agent.train import TrainConfig, Trainer
 from throughput import episodes_per_second
 from tutorial_reference import ReferenceUpdate
 
 
 def compiled_update(trainer: Trainer):
-    """A train step whose rollout, scoring and loss run as one torch.compile'd graph."""
+    """A train step whose rollout (`forward_reference`), scoring and loss run as one torch.compile'd
+    graph; batch sampling and the optimiser step as in Trainer.train_step (the tutorial config uses none
+    of its optional terms)."""
     model, env, config = trainer.model, trainer.env, trainer.config
 
     def loss(context, stages, operands, noise):
-        hidden = model.initial_state(context, stages)
-        token = torch.full((context.shape[0],), CTX, dtype=torch.long, device=context.device)
-        actions, logits_per_step, values = [], [], []
-        for t in range(env.max_len):
-            hidden = model.gru(model.token_embedding(token), hidden)
-            logits = model.policy_head(hidden)
-            token = (logits.detach() + noise[t]).argmax(-1)
-            actions.append(token)
-            logits_per_step.append(logits)
-            values.append(model.value_head(hidden).squeeze(-1))
-        rollout = Rollout(torch.stack(actions, 1), torch.stack(logits_per_step, 1), torch.stack(values, 1))
+        rollout = model.forward_reference(context, stages, env.max_len, noise=noise)
         outcome = env.run(rollout.actions, operands, stages)
         return a2c_loss(rollout, outcome.reward, loss=config.loss, entropy_coef=config.entropy_coef,
                         value_coef=config.value_coef, normalize_advantage=config.normalize_advantage).total

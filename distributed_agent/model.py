@@ -100,12 +100,16 @@ class ActorCritic(nn.Module):
 
     def forward_reference(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *,
                           greedy: bool = False, generator: torch.Generator | None = None,
-                          action_mask: torch.Tensor | None = None) -> Rollout:
-        """The straightforward rollout with nn.GRUCell, kept as the specification of `forward`."""
+                          action_mask: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> Rollout:
+        """The straightforward rollout with nn.GRUCell, kept as the specification of `forward`.
+
+        noise: the Gumbel noise [T, B, V] to sample with instead of drawing it from `generator`
+        (torch.compile cannot trace a generator: benchmarks/compile_probe.py)."""
         batch = context.shape[0]
         hidden = self.initial_state(context, stage)
         token = torch.full((batch,), CTX, dtype=torch.long, device=context.device)
-        noise = None if greedy else self._gumbel(steps, batch, generator, context.device)
+        if noise is None and not greedy:
+            noise = self._gumbel(steps, batch, generator, context.device)
         actions, logits_per_step, values = [], [], []
         for t in range(steps):
             hidden = self.gru(self.token_embedding(token), hidden)
