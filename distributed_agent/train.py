@@ -78,8 +78,8 @@ def keep_freed_memory() -> None:
     """Ask glibc to keep freed memory for reuse instead of handing it back to the OS at once.
 
     By default glibc unmaps every freed block over 128 KiB and trims the heap past 128 KiB free,
-    so each update touched its ~8 MB of temporary tensors as fresh pages again: about 1,000 page
-    faults, 2-3 ms of a 9 ms update at batch 192 (benchmarks/throughput.py). Process-wide, like
+    so each update touched its temporary tensors as fresh pages again: about 900 page faults, 2 ms
+    of a 10.5 ms update at batch 192 (benchmarks/allocator_ab.py). Process-wide, like
     torch.set_num_threads; nothing happens where the C library has no mallopt (macOS).
     """
     try:

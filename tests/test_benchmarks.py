@@ -44,3 +44,9 @@ def test_compile_probe_runs():
     rows = [line for line in out.splitlines() if re.search(r"eps/s\s+\d+\.\d\dx$", line)]
     assert [row.split("  ")[0] for row in rows] == ["reference (tutorial's update)", "project, hand-fused",
                                                    "project, torch.compile"], out
+
+
+def test_allocator_ab_runs_both_settings_in_fresh_processes():
+    out = run("allocator_ab.py", "--rounds", "1", "--updates", "3", "--batch", "16")
+    assert re.search(r"keep_freed_memory off: ms/update [\d.]+", out) and "keep_freed_memory on" in out, out
+    assert re.search(r"speed-up with the setting: \d+\.\d\dx", out)

@@ -126,8 +126,8 @@ def test_tool_action_space_and_newest_stage_entropy_train_on_the_declared_varian
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc page-fault counts")
 def test_updates_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
-    # glibc's defaults unmapped each update's ~8 MB of temporaries, ~1,000 page faults per update at
-    # batch 192; the Trainer asks glibc to keep freed memory (keep_freed_memory).
+    # glibc's defaults unmapped each update's temporaries, ~900 page faults per update at batch 192
+    # (benchmarks/allocator_ab.py); the Trainer asks glibc to keep freed memory (keep_freed_memory).
     import resource
 
     trainer = Trainer(TrainConfig(batch_size=192, updates=40))
