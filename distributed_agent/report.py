@@ -22,6 +22,9 @@ import yaml
 from scipy import stats
 
 from .config import ConfigError
+from .experiment import hyperparameters, planned_trials, scan_trials
+from .spec import parse_spec
+from .storage import open_storage
 from .env import NUM_STAGES
 
 SOLVED = 0.99
@@ -48,27 +51,11 @@ class Report:
 # Reading an experiment folder
 # ---------------------------------------------------------------------------------------------
 
-def read_result_lines(path: Path, problems: list[str]) -> list[dict]:
-    """The reports in a result.json; a truncated or corrupt line is skipped with a warning."""
-    rows = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError
-            rows.append(row)
-        except ValueError:
-            problems.append(f"{path.parent.name}: result.json line {number} is corrupt or truncated; skipped")
-    return rows
-
-
 def read_statuses(run_dir: Path, problems: list[str]) -> dict[str, dict]:
-    """trial_id -> {status, num_failures} from the newest experiment state Tune wrote."""
+    """trial_id -> {status, num_failures} from the newest experiment state Tune wrote: only for
+    folders written before trials recorded their outcome.json (read as JSON, never unpickled)."""
     states = sorted(run_dir.glob("experiment_state-*.json"))
     if not states:
-        problems.append("no experiment_state file: trial statuses are inferred from the results")
         return {}
     try:
         data = json.loads(states[-1].read_text())
@@ -85,9 +72,9 @@ def read_statuses(run_dir: Path, problems: list[str]) -> dict[str, dict]:
 
 
 def trial_params(config: dict) -> dict:
-    """The swept parameters of a trial, from the config Tune recorded ({"hp": {...}} or flat)."""
-    params = dict(config.get("hp", {}))
-    params.update({k: v for k, v in config.items() if k not in ("hp", "__trial_index__")})
+    """The swept parameters of a trial, from the config Tune recorded."""
+    params = hyperparameters(config) or {}
+    params.update({k: v for k, v in config.items() if k not in ("hp", "trial", "__trial_index__")})
     return params
 
 
@@ -98,32 +85,40 @@ def load_report(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def build_report(run_dir: str | Path) -> Report:
+    """Every trial of the experiment, one row each: attempts of a resumed trial merged, and
+    trials the spec plans that never started listed as `not started`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run folder: {str(run_dir)!r} does not exist (give an experiment folder, e.g. runs/default)")
-    trial_dirs = sorted(p for p in run_dir.iterdir()
-                        if p.is_dir() and ((p / "result.json").exists() or (p / "params.json").exists()))
-    if not trial_dirs:
+    storage = open_storage(str(run_dir.parent), writable=False)
+    records = scan_trials(storage, run_dir.name)
+    spec = _read_spec(run_dir)
+    planned = _planned(spec)
+    if not records and not planned:
         raise ConfigError(f"run folder: {str(run_dir)!r} holds no trial results (no */result.json)")
     problems: list[str] = []
-    statuses = read_statuses(run_dir, problems)
-    spec = _read_spec(run_dir)
+    legacy_statuses = read_statuses(run_dir, problems) if not any(r.outcome for r in records.values()) else {}
     seeds_asked = _seeds_asked(spec)
     rows, curve_rows, hyper = [], [], []
-    for trial_dir in trial_dirs:
-        reports = read_result_lines(trial_dir / "result.json", problems) if (trial_dir / "result.json").exists() else []
-        # A trial resumed from an older checkpoint reports some iterations again: keep the last.
-        reports = list({r.get("training_iteration", i): r for i, r in enumerate(reports)}.values())
+    for key, record in sorted(records.items()):
+        for attempt in record.attempts:
+            problems.extend(attempt.problems)
+        reports = record.results
         # A trial that failed before its first report still counts: its config is in params.json.
-        last = reports[-1] if reports else {"config": _read_params(trial_dir, problems)}
-        trial_id = last.get("trial_id", trial_dir.name.removeprefix("trial_"))
-        params = trial_params(last.get("config", {}))
+        last = reports[-1] if reports else {"config": record.params or {}}
+        if not reports and record.params is None:
+            problems.append(f"{record.attempts[-1].dirname}: no readable report and no readable params.json")
+        trial_id = last.get("trial_id", key)
+        params = trial_params(record.params or last.get("config", {}))
         for name in params:
             if name != "seed" and name not in hyper:
                 hyper.append(name)
         seed = last.get("seed", params.get("seed"))
-        status = _status(statuses.get(trial_id), last, trial_dir)
+        trial_dir = run_dir / record.attempts[-1].dirname
+        status = _status(record.outcome or legacy_statuses.get(trial_id), last, trial_dir)
         error = _error_line(trial_dir) if status == "errored" else ""
+        failures = sum((a.outcome or {}).get("failures", 0) for a in record.attempts) \
+            or (legacy_statuses.get(trial_id) or {}).get("num_failures", 0)
         solved_at = next((r["episodes"] for r in reports if r.get("success/min", 0) >= SOLVED), np.nan)
         rows.append({
             "trial_id": trial_id, **{k: v for k, v in params.items() if k != "seed"}, "seed": seed,
@@ -131,7 +126,7 @@ def build_report(run_dir: str | Path) -> Report:
             "final_eval": bool(last.get("final", 0)), "eval_episodes": last.get("eval_episodes", np.nan),
             "episodes": last.get("episodes", np.nan), "updates": last.get("update", np.nan),
             "wall_time_s": last.get("time_total_s", np.nan), "node": last.get("node_id", last.get("hostname", "")),
-            "failures": (statuses.get(trial_id) or {}).get("num_failures", 0),
+            "failures": failures, "attempts": len(record.attempts),
             "solved": bool(last.get("final", 0)) and last.get("success/min", 0) >= SOLVED,
             "episodes_to_solve": solved_at, "error": error,
         })
@@ -139,31 +134,59 @@ def build_report(run_dir: str | Path) -> Report:
             curve_rows.append({"trial_id": trial_id, **{k: v for k, v in params.items() if k != "seed"},
                                "seed": seed, "episodes": r.get("episodes"), "final": bool(r.get("final", 0)),
                                **{k: r.get(k, np.nan) for k in SUCCESS + ["success/min"]}})
+    rows += _not_started(spec, planned, records, hyper)
     trials = pd.DataFrame(rows)
-    if trials.empty:
-        raise ConfigError(f"run folder: {str(run_dir)!r} holds no readable trial results")
-    unfinished = int((trials["status"] == "unfinished").sum())
-    if unfinished:
-        problems.append(f"{unfinished} trials are unfinished (experiment running or interrupted): "
-                        "their last evaluation is shown, not a final one")
+    for status in ("unfinished", "not started"):
+        count = int((trials["status"] == status).sum())
+        if count:
+            problems.append(f"{count} trials are {status} (experiment running or interrupted): "
+                            + ("their last evaluation is shown, not a final one" if status == "unfinished"
+                               else "continue it with --resume"))
     summary = summarize(trials, hyper, seeds_asked)
     name = (spec or {}).get("name", run_dir.name)
     return Report(name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems)
 
 
-def _read_params(trial_dir: Path, problems: list[str]) -> dict:
+def _planned(spec: dict | None):
+    """The spec saved with the experiment, parsed (it is data: validated like any spec)."""
+    if not spec:
+        return None
     try:
-        return json.loads((trial_dir / "params.json").read_text())
-    except (OSError, ValueError):
-        problems.append(f"{trial_dir.name}: no readable report and no readable params.json")
-        return {}
+        return parse_spec(spec)
+    except ConfigError:
+        return None
+
+
+def _not_started(raw_spec: dict | None, spec, records: dict, hyper: list[str]) -> list[dict]:
+    """Rows for the trials the spec plans that have no folder yet."""
+    if spec is None:
+        return []
+    empty = {k: np.nan for k in SUCCESS + REWARD + ["success/min"]}
+    base = {"status": "not started", **empty, "final_eval": False, "failures": 0, "attempts": 0,
+            "solved": False, "episodes_to_solve": np.nan, "error": ""}
+    if spec.search_alg == "optuna":  # configurations not drawn yet are unknown
+        missing = spec.samples * len(spec.seeds) - len(records)
+        return [{"trial_id": f"not started {i}", **base} for i in range(max(0, missing))]
+    plan = planned_trials(spec)
+    if not set(records) <= {trial["key"] for trial in plan}:
+        return []  # a folder written before trials were keyed by the spec: what is missing is unknown
+    rows = []
+    for trial in plan:
+        if trial["key"] in records:
+            continue
+        params = dict(trial["hp"])
+        for name in params:
+            if name != "seed" and name not in hyper:
+                hyper.append(name)
+        rows.append({"trial_id": trial["key"], **params, **base})
+    return rows
 
 
 def _read_spec(run_dir: Path) -> dict | None:
     path = run_dir / "spec.yaml"
     try:
         return yaml.safe_load(path.read_text()) if path.exists() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
 
 
@@ -177,6 +200,8 @@ def _seeds_asked(spec: dict | None) -> int | None:
 def _status(state: dict | None, last: dict, trial_dir: Path) -> str:
     if state is not None:
         status = STATUS_NAMES.get(state["status"], state["status"].lower())
+        if status == "terminated" and not last.get("final") and state["status"] == "terminated":
+            return "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
     elif (trial_dir / "error.txt").exists() and not last.get("final"):
         status = "errored"
     else:

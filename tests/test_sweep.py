@@ -30,11 +30,19 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def results_by_trial(path):
+    """trial key -> its result lines, the attempts of a resumed trial (trial_K, trial_K.r1, ...) in order."""
     out = {}
-    for result in Path(path).glob("trial_*/result.json"):
+    folders = sorted(Path(path).glob("trial_*/result.json"),
+                     key=lambda p: (p.parent.name.split(".r")[0], int(p.parent.name.split(".r")[1]) if ".r" in p.parent.name else 0))
+    for result in folders:
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        out[result.parent.name] = lines
+        out.setdefault(result.parent.name.split(".r")[0], []).extend(lines)
     return out
+
+
+def hp(line: dict) -> dict:
+    """The swept values (and seed) of the trial that wrote a result line."""
+    return line["config"]["trial"]["hp"]
 
 
 def same_numbers(report: dict, other: dict) -> bool:
@@ -57,7 +65,7 @@ def test_a_sweep_gives_each_trial_the_numbers_of_its_config_and_seed(tmp_path):
         last = lines[-1]
         assert last["final"] == 1 and last["eval_episodes"] == 100
         assert [line["training_iteration"] for line in lines] == list(range(1, len(lines) + 1))
-        params = {**last["config"]["hp"]}
+        params = hp(last)
         success, reward = direct_final(spec, params)
         assert [last[f"success/stage{s}"] for s in range(3)] == success
         assert [last[f"reward/stage{s}"] for s in range(3)] == reward
@@ -250,12 +258,12 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
             assert after[trial][:len(lines)] == lines
             replayed = after[trial][len(lines):]
             assert not replayed or how == signal.SIGKILL
-            by_iteration = {line["training_iteration"]: line for line in lines}
+            by_update = {line["update"]: line for line in lines}
             for line in replayed:
-                assert same_numbers(line, by_iteration[line["training_iteration"]])
+                assert same_numbers(line, by_update[line["update"]])
         spec = parse_spec(yaml.safe_load(spec_path.read_text()))
         interrupted = next(v for k, v in after.items() if k not in finished_before)
-        success, reward = direct_final(spec, interrupted[-1]["config"]["hp"])  # same as never interrupted
+        success, reward = direct_final(spec, hp(interrupted[-1]))  # same as never interrupted
         assert [interrupted[-1][f"success/stage{s}"] for s in range(3)] == success
         assert (runs / "killed" / "report" / "summary.md").exists()
     finally:

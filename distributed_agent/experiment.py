@@ -1,0 +1,295 @@
+"""An experiment folder, and what is done and what is left in it.
+
+    NAME/spec.yaml                 the spec the experiment was started with (compared on --resume)
+    NAME/driver.lock               held by the one driver running the experiment (pid and host inside)
+    NAME/trial_0003/               the first attempt of trial 0003: Tune's params.json, result.json,
+                                   checkpoint_00000k/trainer_state.pt, error.txt
+    NAME/trial_0003/outcome.json   written by the driver when the attempt ends (status, failures)
+    NAME/trial_0003.r1/            a later attempt of trial 0003, started by --resume from the
+                                   newest readable checkpoint of the earlier ones
+
+`--resume` and the report read only these files (JSON, safe YAML, checkpoints as tensors). Tune's
+own experiment state and its pickles (tuner.pkl, *.pkl) are never read, so a damaged or crafted
+state file can neither stop an experiment from resuming nor run code.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import re
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import yaml
+
+from .config import ConfigError
+from .spec import ExperimentSpec
+from .storage import Storage
+
+SPEC_FILE = "spec.yaml"
+LOCK_FILE = "driver.lock"
+OUTCOME_FILE = "outcome.json"
+STATE_FILE = "trainer_state.pt"
+FINISHED = ("terminated", "stopped early")
+TRIAL_DIR = re.compile(r"^trial_(?P<key>[A-Za-z0-9_]+?)(?:\.r(?P<attempt>\d+))?$")
+CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")
+
+
+def spec_record(spec: ExperimentSpec) -> dict:
+    return json.loads(json.dumps(spec.source))
+
+
+def trial_dirname(key: str, attempt: int) -> str:
+    return f"trial_{key}" + (f".r{attempt}" if attempt else "")
+
+
+def trial_keys(count: int) -> list[str]:
+    width = max(4, len(str(count - 1)))
+    return [f"{index:0{width}d}" for index in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------
+# One driver per experiment
+# ---------------------------------------------------------------------------------------------
+
+class ExperimentLock:
+    """An exclusive lock on the experiment folder, held while the driver runs.
+
+    Locally it is an flock, released by the kernel when the holder dies, so the successor of a
+    killed driver takes it over without any clean-up. On object storage there is no such lock:
+    a lock file names its holder and is removed at the end; a stale one must be deleted by hand.
+    """
+
+    def __init__(self, storage: Storage, name: str):
+        self.storage, self.name, self.file = storage, name, None
+
+    def acquire(self) -> None:
+        where = self.storage.uri_of(self.name)
+        holder = {"pid": os.getpid(), "host": socket.gethostname()}
+        if self.storage.local:
+            self.file = open(self.storage.path(self.name, LOCK_FILE), "a+")
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.file.seek(0)
+                text = self.file.read().strip() or "an unknown process"
+                self.file.close()
+                self.file = None
+                raise ConfigError(f"experiment {where} is in use by another driver ({text}); wait for it "
+                                  "to end or stop it, then --resume") from None
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.write(f"pid {holder['pid']} on {holder['host']}")
+            self.file.flush()
+        else:
+            if self.storage.exists(self.name, LOCK_FILE):
+                text = self.storage.read_text(self.name, LOCK_FILE).strip()
+                raise ConfigError(f"experiment {where} is in use by another driver ({text}); if that driver "
+                                  f"is gone, delete {self.storage.uri_of(self.name, LOCK_FILE)} and --resume")
+            self.storage.write_text(f"pid {holder['pid']} on {holder['host']}", self.name, LOCK_FILE)
+            self.file = True
+
+    def release(self) -> None:
+        if self.file is None:
+            return
+        if self.storage.local:
+            self.file.close()  # the file stays: removing it would race with a waiting successor
+        else:
+            try:
+                self.storage.fs.delete_file(self.storage.path(self.name, LOCK_FILE))
+            except OSError:
+                pass
+        self.file = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading trial folders
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Attempt:
+    dirname: str
+    number: int
+    params: dict | None               # Tune's params.json: the trial's config
+    outcome: dict | None              # outcome.json, written by the driver when the attempt ended
+    results: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrialRecord:
+    key: str
+    attempts: list[Attempt]
+
+    @property
+    def params(self) -> dict | None:
+        return next((a.params for a in self.attempts if a.params is not None), None)
+
+    @property
+    def outcome(self) -> dict | None:
+        return self.attempts[-1].outcome
+
+    @property
+    def results(self) -> list[dict]:
+        """Every report of every attempt, one per evaluation (the newest if reported twice)."""
+        by_update = {}
+        for attempt in self.attempts:
+            for row in attempt.results:
+                by_update[row.get("update", len(by_update))] = row
+        return [by_update[u] for u in sorted(by_update, key=lambda u: (not isinstance(u, int), u))]
+
+    @property
+    def final_result(self) -> dict | None:
+        results = self.results
+        return results[-1] if results and results[-1].get("final") == 1 else None
+
+    @property
+    def finished(self) -> bool:
+        """Ended and its final numbers readable: nothing left to do for it."""
+        outcome = self.outcome or {}
+        if outcome.get("status") == "stopped early":
+            return bool(self.results)
+        return outcome.get("status") == "terminated" and self.final_result is not None
+
+
+def read_json(storage: Storage, *parts: str):
+    try:
+        return json.loads(storage.read_text(*parts))
+    except (OSError, ValueError):
+        return None
+
+
+def read_result_lines(storage: Storage, dirname: str, problems: list[str]) -> list[dict]:
+    """The reports in a result.json; a truncated or corrupt line is skipped with a warning."""
+    if not storage.is_file(dirname, "result.json"):
+        return []
+    rows = []
+    for number, line in enumerate(storage.read_text(dirname, "result.json").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError
+            rows.append(row)
+        except ValueError:
+            problems.append(f"{dirname}: result.json line {number} is corrupt or truncated; skipped")
+    return rows
+
+
+def scan_trials(storage: Storage, name: str) -> dict[str, TrialRecord]:
+    """Every trial folder of the experiment, attempts grouped by trial key, in attempt order."""
+    records: dict[str, TrialRecord] = {}
+    for dirname in storage.list_dirs(name):
+        match = TRIAL_DIR.match(dirname)
+        if not match:
+            continue
+        problems: list[str] = []
+        params = read_json(storage, name, dirname, "params.json")
+        outcome = read_json(storage, name, dirname, OUTCOME_FILE)
+        attempt = Attempt(dirname, int(match["attempt"] or 0), params if isinstance(params, dict) else None,
+                          outcome if isinstance(outcome, dict) else None, problems=problems)
+        attempt.results = read_result_lines(storage, f"{name}/{dirname}", problems)
+        records.setdefault(match["key"], TrialRecord(match["key"], [])).attempts.append(attempt)
+    for record in records.values():
+        record.attempts.sort(key=lambda a: a.number)
+    return records
+
+
+def newest_checkpoint(storage: Storage, name: str, record: TrialRecord) -> str | None:
+    """URI of the newest checkpoint of any attempt that loads as a trainer state, else None."""
+    import torch
+
+    for attempt in reversed(record.attempts):
+        for checkpoint in reversed([d for d in storage.list_dirs(name, attempt.dirname) if CHECKPOINT_DIR.match(d)]):
+            try:
+                state = torch.load(io.BytesIO(storage.read_bytes(name, attempt.dirname, checkpoint, STATE_FILE)),
+                                   map_location="cpu", weights_only=True)
+            except Exception:  # missing, truncated or foreign: try the one before
+                continue
+            if isinstance(state, dict) and "model" in state and "update" in state:
+                return storage.uri_of(name, attempt.dirname, checkpoint)
+    return None
+
+
+def hyperparameters(params: dict | None) -> dict | None:
+    """The swept values (seed included) recorded in a trial's params.json."""
+    if not params:
+        return None
+    if "trial" in params and isinstance(params["trial"], dict):
+        return dict(params["trial"].get("hp") or {})
+    return dict(params.get("hp") or {})
+
+
+# ---------------------------------------------------------------------------------------------
+# What is left to run
+# ---------------------------------------------------------------------------------------------
+
+def planned_trials(spec: ExperimentSpec) -> list[dict]:
+    """The trials of a grid/random spec, in order, with their keys (fixed by the spec alone)."""
+    variants = spec.variants()
+    return [{"key": key, "attempt": 0, "resume_from": None, "hp": params}
+            for key, params in zip(trial_keys(len(variants)), variants)]
+
+
+def remaining_trials(spec: ExperimentSpec, storage: Storage, records: dict[str, TrialRecord],
+                     restart_errored: bool) -> tuple[list[dict], int]:
+    """(trials to run now, Optuna samples still to draw) to finish the experiment from its folders."""
+    if spec.search_alg == "optuna":
+        known = [(record, hyperparameters(record.params)) for record in records.values()]
+        known = [(record, hp) for record, hp in known if hp is not None]
+        todo = [_continuation(storage, spec.name, record, hp, restart_errored) for record, hp in known]
+        configs: dict[str, set] = {}
+        for _, hp in known:
+            configs.setdefault(json.dumps({k: v for k, v in hp.items() if k != "seed"}, sort_keys=True),
+                               set()).add(hp.get("seed"))
+        for config, seeds in configs.items():  # repeats of a sampled config the driver never started
+            todo += [{"key": uuid.uuid4().hex[:8], "attempt": 0, "resume_from": None,
+                      "hp": {**json.loads(config), "seed": seed}} for seed in spec.seeds if seed not in seeds]
+        return [t for t in todo if t is not None], max(0, spec.samples - len(configs))
+    todo = []
+    for planned in planned_trials(spec):
+        record = records.get(planned["key"])
+        if record is None:
+            todo.append(planned)
+            continue
+        recorded = hyperparameters(record.params)
+        if recorded is not None and recorded != planned["hp"]:
+            raise ConfigError(f"--resume: {record.attempts[0].dirname} was run with {recorded}, but the spec "
+                              f"plans {planned['hp']} for it; the folder does not belong to this spec")
+        todo.append(_continuation(storage, spec.name, record, planned["hp"], restart_errored))
+    return [t for t in todo if t is not None], 0
+
+
+def _continuation(storage: Storage, name: str, record: TrialRecord, hp: dict, restart_errored: bool) -> dict | None:
+    if record.finished:
+        return None
+    errored = (record.outcome or {}).get("status") == "errored"
+    start_over = errored and restart_errored
+    return {"key": record.key, "attempt": record.attempts[-1].number + 1, "hp": hp,
+            "resume_from": None if start_over else newest_checkpoint(storage, name, record)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec saved beside the runs
+# ---------------------------------------------------------------------------------------------
+
+def check_saved_spec(spec: ExperimentSpec, storage: Storage) -> None:
+    where = storage.uri_of(spec.name, SPEC_FILE)
+    if not storage.is_file(spec.name, SPEC_FILE):
+        raise ConfigError(f"--resume: {where} is missing; an experiment resumes from the spec it was started with")
+    try:
+        saved = yaml.safe_load(storage.read_text(spec.name, SPEC_FILE))
+    except yaml.YAMLError:
+        raise ConfigError(f"--resume: {where} is damaged (not YAML); restore it from the spec file you started with")
+    if saved != spec_record(spec):
+        raise ConfigError(f"--resume: the spec differs from the one {storage.uri_of(spec.name)} was started with "
+                          f"({where}); resume with that spec or start a new experiment name")
+
+
+def save_spec(spec: ExperimentSpec, storage: Storage) -> None:
+    storage.write_text(yaml.safe_dump(spec_record(spec), sort_keys=False), spec.name, SPEC_FILE)
