@@ -7,9 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 
 from .config import ConfigError
+from .safe_yaml import load_yaml
+from .storage import StorageFull, check_writable
 
 DEFAULT_SPEC = "experiments/default.yaml"
 
@@ -22,9 +23,9 @@ def parse_overrides(pairs: list[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set: expected key=value with a TrainConfig field as key (got {pair!r})")
         try:
-            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key.strip()}: value {text!r} does not parse")
+            overrides[key.strip()] = load_yaml(text, f"--set {key.strip()}") if text.strip() else None
+        except ConfigError:
+            raise ConfigError(f"--set {key.strip()}: value {text!r} does not parse") from None
     return overrides
 
 
@@ -98,6 +99,7 @@ def command_sweep(args) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     path = run_sweep(spec, storage=args.storage, address=address, resume=args.resume,
                      restart_errored=args.restart_errored)
+    resume = f"distributed-agent sweep {args.spec} --storage {args.storage} --resume"
     if "://" in path:
         print(f"\nResults in {path}; copy the folder locally and run: distributed-agent report FOLDER")
         return 0
@@ -108,9 +110,13 @@ def command_sweep(args) -> int:
     print_summary(report)
     written = write_report(report, Path(path) / "report")
     print(f"Report written to {written[0].parent} (TensorBoard: tensorboard --logdir {path})")
-    if counts.get("unfinished", 0):
-        print(f"Interrupted: {counts['unfinished']} trials unfinished. Continue with: "
-              f"distributed-agent sweep {args.spec} --storage {args.storage} --resume", file=sys.stderr)
+    left = int(counts.get("unfinished", 0) + counts.get("not started", 0))
+    if left:
+        print(f"Interrupted: {left} trials unfinished or not started. Continue with: {resume}", file=sys.stderr)
+        return 1
+    if counts.get("errored", 0):
+        print(f"{counts['errored']} trials errored (see the error column of {written[0].parent}/trials.csv); "
+              f"retry them with: {resume} [--restart-errored]", file=sys.stderr)
         return 1
     return 0
 
@@ -123,6 +129,10 @@ def command_report(args) -> int:
         raise ConfigError(f"--labels: {len(labels)} labels for {len(args.run_dirs)} run folders; give one per folder")
     reports = [build_report(run_dir) for run_dir in args.run_dirs]
     out = Path(args.out) if args.out else Path("results") / ("_vs_".join(labels) if len(reports) > 1 else reports[0].name)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {str(out)!r} is a file; give a folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    check_writable(existing, "--out")
     if (out / "summary.csv").exists() and not args.overwrite:
         raise ConfigError(f"--out: {out} already holds a report; pass --overwrite to replace it, or choose another --out")
     if len(reports) == 1:
@@ -177,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"distributed-agent: error: {error}", file=sys.stderr)
         return 2
+    except StorageFull as error:
+        print(f"distributed-agent: storage full: {error}; finished results are kept: free space, then run "
+              "the same command with --resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("distributed-agent: interrupted", file=sys.stderr)
         return 130

@@ -21,8 +21,22 @@ MAX_SEED = 2**31 - 1
 ACTION_SPACES = ("all", "tools")
 
 
+MAX_MESSAGE = 400
+# Sizes beyond these cannot run on any machine this tool targets; refused before anything starts.
+UPPER_BOUNDS = {"batch_size": 2**16, "hidden_size": 4096, "eval_episodes": 100_000, "final_eval_episodes": 100_000,
+                "self_imitation_batch": 2**16, "self_imitation_capacity": 2**20, "explain_samples": 1000,
+                "num_threads": 1024}
+
+
 class ConfigError(ValueError):
-    """A bad value in a config, a spec or a command line; its message is one line."""
+    """A bad value in a config, a spec or a command line; its message is one short line (a huge
+    bad value is cut, never printed whole)."""
+
+    def __init__(self, message: str):
+        message = " ".join(str(message).split("\n"))
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + " ... (cut)"
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,9 @@ class TrainConfig:
             raise ConfigError(f"explore_epsilon: must be in [0, 1] (got {self.explore_epsilon!r})")
         if self.explore_decay_episodes is not None and self.explore_decay_episodes <= 0:
             raise ConfigError(f"explore_decay_episodes: must be null or > 0 (got {self.explore_decay_episodes!r})")
+        for name, bound in UPPER_BOUNDS.items():
+            if getattr(self, name) > bound:
+                raise ConfigError(f"{name}: must be <= {bound} (got {getattr(self, name)!r})")
         for name in ("mastery_threshold", "stop_at_success"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .config import ConfigError
+from .safe_yaml import load_yaml
 from .spec import ExperimentSpec
 from .storage import Storage
 
@@ -283,9 +284,9 @@ def check_saved_spec(spec: ExperimentSpec, storage: Storage) -> None:
     if not storage.is_file(spec.name, SPEC_FILE):
         raise ConfigError(f"--resume: {where} is missing; an experiment resumes from the spec it was started with")
     try:
-        saved = yaml.safe_load(storage.read_text(spec.name, SPEC_FILE))
-    except yaml.YAMLError:
-        raise ConfigError(f"--resume: {where} is damaged (not YAML); restore it from the spec file you started with")
+        saved = load_yaml(storage.read_text(spec.name, SPEC_FILE), where)
+    except ConfigError:
+        raise ConfigError(f"--resume: {where} is damaged; restore it from the spec file you started with") from None
     if saved != spec_record(spec):
         raise ConfigError(f"--resume: the spec differs from the one {storage.uri_of(spec.name)} was started with "
                           f"({where}); resume with that spec or start a new experiment name")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats
 
 from .config import ConfigError
+from .safe_yaml import load_yaml
 from .experiment import hyperparameters, planned_trials, scan_trials
 from .spec import parse_spec
 from .storage import open_storage
@@ -185,8 +185,8 @@ def _not_started(raw_spec: dict | None, spec, records: dict, hyper: list[str]) -
 def _read_spec(run_dir: Path) -> dict | None:
     path = run_dir / "spec.yaml"
     try:
-        return yaml.safe_load(path.read_text()) if path.exists() else None
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return load_yaml(path.read_text(), f"{path}") if path.exists() else None
+    except (ConfigError, OSError, UnicodeDecodeError):
         return None
 
 
@@ -272,11 +272,12 @@ def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int
         config = config if isinstance(config, tuple) else (config,)
         row = dict(zip(keys, config)) if hyperparameters else {}
         asked = max(seeds_asked or 0, len(group))
-        row.update({"seeds": len(group), "seeds_asked": asked,
+        row.update({"seeds": int((group["status"] != "not started").sum()), "seeds_asked": asked,
                     "final": int(group["final_eval"].sum()),
                     "stopped_early": int((group["status"] == "stopped early").sum()),
                     "errored": int((group["status"] == "errored").sum()),
-                    "unfinished": int((group["status"] == "unfinished").sum())})
+                    "unfinished": int((group["status"] == "unfinished").sum()),
+                    "not_started": int((group["status"] == "not started").sum())})
         for column in SUCCESS + ["success/min"] + REWARD:
             values = group[column].to_numpy(float)
             low, high = bootstrap_ci(values)
@@ -287,7 +288,7 @@ def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int
         row["solved_share"] = float(group["solved"].sum()) / asked
         solved_episodes = group.loc[group["solved"], "episodes_to_solve"]
         row["median_episodes_to_solve"] = float(solved_episodes.median()) if len(solved_episodes) else np.nan
-        row["incomplete"] = bool(row["seeds"] < asked or row["errored"] or row["unfinished"])
+        row["incomplete"] = bool(row["seeds"] < asked or row["errored"] or row["unfinished"] or row["not_started"])
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary = summary.sort_values(["success/min mean", "solved_share", "median_episodes_to_solve"],
@@ -316,7 +317,8 @@ def display_table(summary: pd.DataFrame, hyperparameters: list[str], latex: bool
     for _, row in summary.iterrows():
         out = {h: _fmt_value(row[h]) for h in hyperparameters}
         seeds = f"{row['final']}/{row['seeds_asked']}"
-        notes = [f"{row[k]} {k.replace('_', ' ')}" for k in ("stopped_early", "errored", "unfinished") if row[k]]
+        notes = [f"{row[k]} {k.replace('_', ' ')}" for k in ("stopped_early", "errored", "unfinished", "not_started")
+                 if row[k]]
         out["seeds (final/asked)"] = seeds + (f" ({', '.join(notes)})" if notes else "")
         for stage, column in zip(STAGES, SUCCESS):
             out[f"{stage} success"] = _mean_ci(row, column, std=pm)

@@ -29,10 +29,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from .config import ConfigError, TrainConfig, coerce
 from .env import NUM_STAGES
+from .safe_yaml import load_yaml
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "optuna")
@@ -43,7 +43,7 @@ METRICS = ("success/min", *(f"success/stage{s}" for s in range(NUM_STAGES)),
 TOP_LEVEL = ("name", "description", "train", "search", "seeds", "samples", "search_alg", "scheduler",
              "asha", "resources", "max_failures", "report_every", "checkpoint_every", "metric",
              "mode")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,12 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if not path.is_file():
         raise ConfigError(f"spec: no such file {str(path)!r}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"spec: {path} is not valid YAML{where}")
-    return parse_spec(raw, default_name=path.stem)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"spec: {path} is not UTF-8 text") from None
+    except OSError as error:
+        raise ConfigError(f"spec: cannot read {path} ({error.strerror})") from None
+    return parse_spec(load_yaml(text, f"spec: {path}"), default_name=path.stem)
 
 
 def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
@@ -127,8 +127,8 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
     unknown = sorted(set(raw) - set(TOP_LEVEL))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown spec field; allowed: {', '.join(TOP_LEVEL)}")
-    name = str(raw.get("name", default_name))
-    if not NAME_PATTERN.match(name):
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"name: must be letters, digits, '_', '-' or '.', starting with a letter or digit (got {name!r})")
     train = TrainConfig.from_dict(raw.get("train") or {}, where="train")
     search = _parse_search(raw.get("search") or {}, train)
@@ -244,6 +244,6 @@ def _int_field(raw: dict, name: str, default: int, minimum: int, prefix: str = "
 
 
 def _number(value, name: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
         raise ConfigError(f"{name}: must be a number >= {minimum} (got {value!r})")
     return float(value)

@@ -121,8 +121,8 @@ def _local_storage(path: Path, writable: bool) -> Storage:
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"--storage: {str(existing)!r} is a file, not a folder")
-    if writable and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--storage: {str(existing)!r} is not writable by this user")
+    if writable:
+        check_writable(existing, "--storage")
     return Storage(uri=str(path), root=str(path), fs=fs.LocalFileSystem(), local=True)
 
 
@@ -132,3 +132,16 @@ def is_storage_full(error: BaseException | str) -> bool:
         return True
     text = str(error)
     return any(os.strerror(code) in text for code in STORAGE_FULL) or "ENOSPC" in text
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Write a probe file: permissions alone miss read-only mounts, and root passes any os.access."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        if error.errno in STORAGE_FULL:
+            raise StorageFull(f"{folder}: {error.strerror}") from None
+        raise ConfigError(f"{flag}: cannot write in {str(folder)!r} ({error.strerror})") from None

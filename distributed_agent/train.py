@@ -207,6 +207,8 @@ class Trainer:
     def explain(self, samples: int | None = None) -> list[dict]:
         """A few greedy episodes per stage, spelled out: context, target, tokens, answer, correct."""
         samples = self.config.explain_samples if samples is None else samples
+        if samples == 0:
+            return []
         generator = self._eval_generator(-2)
         explained = []
         for stage in range(NUM_STAGES):
@@ -308,8 +310,12 @@ class Trainer:
             raise ConfigError(f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint ({error.__class__.__name__})")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint (format {CHECKPOINT_FORMAT})")
-        trainer = cls(TrainConfig.from_dict(state["config"]).replace(**config_changes))
-        trainer.load_state_dict(state)
+        try:
+            trainer = cls(TrainConfig.from_dict(state["config"]).replace(**config_changes))
+            trainer.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            reason = str(error).splitlines()[0][:120] if str(error) else error.__class__.__name__
+            raise ConfigError(f"checkpoint: {str(path)!r} does not match the configuration it names ({reason})") from None
         return trainer
 
 
