@@ -25,6 +25,9 @@ import tempfile
 LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node IP 127.0.0.1, servers bound to loopback
     "RAY_AUTH_MODE": "token",
+    # A trial stopped mid-report (e.g. storage full) is recorded in its folder; Ray would also
+    # print its traceback on the driver's console.
+    "RAY_IGNORE_UNHANDLED_ERRORS": "1",
     # Each trial of a reused worker runs in a new thread, and glibc gives new threads new malloc
     # arenas: without a cap a worker grew by ~7 MiB per trial (benchmarks/sweep_overhead.py).
     "MALLOC_ARENA_MAX": "2",
@@ -78,8 +81,9 @@ def ray_session(address: str | None):
                 ray_constants.ENABLE_RAY_CLUSTER = single_machine
     except Exception as error:
         from .config import ConfigError
+        from .storage import StorageFull
 
-        if not isinstance(error, ConfigError):
+        if not isinstance(error, (ConfigError, StorageFull)):
             print(f"Ray's logs of this sweep are kept in {temp_dir}/session_latest/logs", file=sys.stderr)
             temp_dir = None
         raise

@@ -97,7 +97,8 @@ def build_report(run_dir: str | Path) -> Report:
     if not records and not planned:
         raise ConfigError(f"run folder: {str(run_dir)!r} holds no trial results (no */result.json)")
     problems: list[str] = []
-    legacy_statuses = read_statuses(run_dir, problems) if not any(r.outcome for r in records.values()) else {}
+    keyed = any("trial" in (r.params or {}) for r in records.values())  # written by this version
+    legacy_statuses = {} if keyed else read_statuses(run_dir, problems)
     seeds_asked = _seeds_asked(spec)
     rows, curve_rows, hyper = [], [], []
     for key, record in sorted(records.items()):
