@@ -100,9 +100,15 @@ def command_sweep(args) -> int:
     path = run_sweep(spec, storage=args.storage, address=address, resume=args.resume,
                      restart_errored=args.restart_errored)
     resume = f"distributed-agent sweep {args.spec} --storage {args.storage} --resume"
-    if "://" in path:
+    if "://" in path:  # object storage: no local report; still say whether anything is left
+        from .experiment import trials_left
+        from .storage import open_storage
+
         print(f"\nResults in {path}; copy the folder locally and run: distributed-agent report FOLDER")
-        return 0
+        left = trials_left(spec, open_storage(args.storage))
+        if left:
+            print(f"{left} trials unfinished, errored or not started. Continue with: {resume}", file=sys.stderr)
+        return 1 if left else 0
     report = build_report(path)
     counts = report.trials["status"].value_counts()
     print(f"\nExperiment {spec.name}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
@@ -121,20 +127,25 @@ def command_sweep(args) -> int:
     return 0
 
 
+def check_report_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {str(out)!r} is a file; give a folder")
+    check_writable(next(p for p in (out, *out.parents) if p.exists()), "--out")
+    if (out / "summary.csv").exists() and not overwrite:
+        raise ConfigError(f"--out: {out} already holds a report; pass --overwrite to replace it, or choose another --out")
+
+
 def command_report(args) -> int:
     from .report import build_report, compare_reports, print_summary, write_report
 
     labels = args.labels.split(",") if args.labels else [Path(d).name for d in args.run_dirs]
     if len(labels) != len(args.run_dirs):
         raise ConfigError(f"--labels: {len(labels)} labels for {len(args.run_dirs)} run folders; give one per folder")
+    if args.out:  # checked before any folder is read
+        check_report_out(Path(args.out), args.overwrite)
     reports = [build_report(run_dir) for run_dir in args.run_dirs]
     out = Path(args.out) if args.out else Path("results") / ("_vs_".join(labels) if len(reports) > 1 else reports[0].name)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {str(out)!r} is a file; give a folder")
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    check_writable(existing, "--out")
-    if (out / "summary.csv").exists() and not args.overwrite:
-        raise ConfigError(f"--out: {out} already holds a report; pass --overwrite to replace it, or choose another --out")
+    check_report_out(out, args.overwrite)
     if len(reports) == 1:
         print_summary(reports[0])
         written = write_report(reports[0], out)

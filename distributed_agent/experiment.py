@@ -266,6 +266,14 @@ def remaining_trials(spec: ExperimentSpec, storage: Storage, records: dict[str, 
     return [t for t in todo if t is not None], 0
 
 
+def trials_left(spec: ExperimentSpec, storage: Storage) -> int:
+    """How many trials of the spec are not finished (unfinished, errored or never started)."""
+    records = scan_trials(storage, spec.name)
+    finished = sum(record.finished for record in records.values())
+    planned = spec.samples * len(spec.seeds) if spec.search_alg == "optuna" else len(spec.variants())
+    return max(0, planned - finished)
+
+
 def _continuation(storage: Storage, name: str, record: TrialRecord, hp: dict, restart_errored: bool) -> dict | None:
     if record.finished:
         return None

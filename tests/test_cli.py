@@ -97,3 +97,90 @@ def test_console_entry_point_exits_non_zero_on_bad_input(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.strip() == "distributed-agent: error: lr: must be > 0 (got -1.0)"
+
+
+# ---- inputs that used to slip through (one line, exit 2, nothing started or written) ---------
+
+ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" \
+             "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n" \
+             "train: {lr: *f}\n"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name: t\nresources: {cpu: .nan}\n", "resources.cpu: must be a number"),
+    ("name: t\nresources: {gpu: .inf}\n", "resources.gpu: must be a number"),
+    (ALIAS_BOMB, "aliases expand to more than 100,000 values"),
+    ("name: t\ntrain: {lr: 0.1, lr: 0.2}\n", "duplicate key 'lr' (line 2)"),
+    ("name:\ntrain: {}\n", "name: must be"),
+    ('name: "x\\n"\n', "name: must be"),
+    ("name: t\ntrain: {batch_size: 1000000000}\n", "batch_size: must be <= 65536"),
+    ("name: t\ntrain: {lr: [" + "1, " * 5000 + "1]}\n", "(cut)"),
+])
+def test_sweep_spec_inputs_that_used_to_slip_through_are_one_line(tmp_path, capsys, text, needle):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    assert main(["sweep", str(spec), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and len(err) < 600, err[:1000]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_utf8_spec_and_bad_storage_are_one_line(tmp_path, capsys):
+    spec = tmp_path / "latin.yaml"
+    spec.write_bytes("name: t\ndescription: caf\xe9\n".encode("latin-1"))
+    assert main(["sweep", str(spec)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    good = write_spec(tmp_path, TINY)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    for storage, needle in [("", "--storage: must be a folder path or a URI"),
+                            (str(a_file), "is a file, not a folder"),
+                            ("ftp://host/x", "--storage: cannot open 'ftp://host/x'"),
+                            ("file://relative", "needs an absolute path")]:
+        assert main(["sweep", str(good), "--storage", storage]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(read_only), str(read_only)], capture_output=True)
+    if mounted.returncode == 0:  # a read-only mount stops root too
+        try:
+            assert main(["sweep", str(good), "--storage", str(read_only / "runs")]) == 2
+            assert "cannot write in" in capsys.readouterr().err
+            assert main(["report", str(ROOT / "results" / "default"), "--out", str(read_only / "out")]) == 2
+            assert "--out: cannot write in" in capsys.readouterr().err
+        finally:
+            subprocess.run(["umount", str(read_only)])
+    assert main(["report", str(tmp_path), "--out", str(a_file)]) == 2
+    assert "--out: " in capsys.readouterr().err
+
+
+def test_explain_samples_zero_trains_and_saves(tmp_path, capsys):
+    spec = write_spec(tmp_path, {**TINY, "explain_samples": 0})
+    save = tmp_path / "run.pt"
+    assert main(["train", "--config", str(spec), "--save", str(save)]) == 0
+    assert save.exists() and "tools:" not in capsys.readouterr().out
+
+
+def test_explain_of_a_checkpoint_that_does_not_match_its_configuration_is_one_line(tmp_path, capsys):
+    import torch
+
+    spec = write_spec(tmp_path, TINY)
+    save = tmp_path / "run.pt"
+    assert main(["train", "--config", str(spec), "--save", str(save)]) == 0
+    state = torch.load(save, weights_only=True)
+    state["config"]["hidden_size"] = 32  # weights of a 16-wide model under a 32-wide configuration
+    torch.save(state, save)
+    capsys.readouterr()
+    assert main(["explain", "--checkpoint", str(save)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not match the configuration it names" in err, err
+
+
+def test_a_sweep_whose_trials_errored_exits_non_zero(tmp_path, capsys):
+    spec = tmp_path / "nan.yaml"
+    spec.write_text(yaml.safe_dump({"name": "nan", "max_failures": 0, "seeds": 2,
+                                    "train": {**TINY, "lr": 1e30, "eval_every": 5}}))
+    assert main(["sweep", str(spec), "--storage", str(tmp_path / "runs")]) == 1
+    captured = capsys.readouterr()
+    assert "2 errored" in captured.out and "2 trials errored" in captured.err
