@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
 import torch
 
 from distributed_agent.spec import parse_spec
+from distributed_agent.local_ray import ray_session
 from distributed_agent.sweep import run_sweep
 from distributed_agent.train import train
 
@@ -64,11 +64,9 @@ def main():
             return [[json.loads(line) for line in f.read_text().splitlines()]
                     for f in Path(path).glob("trial_*/result.json")], seconds
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as run_sweep does for a local Ray
     started = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False)
-    ray_start_s = time.perf_counter() - started
-    ray.shutdown()
+    with ray_session(None):  # the same private local Ray that run_sweep starts
+        ray_start_s = time.perf_counter() - started
     sequential, sequential_times, sweep_times = None, [], []
     for _ in range(args.rounds):
         sequential, seconds = run_sequential()

@@ -187,7 +187,8 @@ def make_failing_trial(marker: str, seed: int, at_update: int):
     return failing_trial
 
 
-@pytest.mark.parametrize("damage", ["garbage", "empty", "wrong_shape"])
+@pytest.mark.parametrize("damage", ["garbage", pytest.param("empty", marks=pytest.mark.slow),
+                                    pytest.param("wrong_shape", marks=pytest.mark.slow)])
 def test_resume_rebuilds_from_the_spec_and_trial_folders_whatever_tunes_state_holds(tmp_path, damage):
     spec = parse_spec({"name": "damaged", "train": {**TINY_TRAIN, "updates": 40}, "seeds": 4, "max_failures": 0,
                        "checkpoint_every": 1})
@@ -249,6 +250,7 @@ def mount_tmpfs(where: Path, megabytes: int) -> None:
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'}); needs root")
 
 
+@pytest.mark.slow  # the default run keeps the API-level storage-full test below
 @pytest.mark.parametrize("how", ["small_disk", "filled_during_sweep"])
 def test_a_full_storage_stops_in_one_line_keeps_results_and_resumes(tmp_path, how):
     disk = tmp_path / "disk"
