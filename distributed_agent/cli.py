@@ -142,10 +142,12 @@ def command_report(args) -> int:
     if len(labels) != len(args.run_dirs):
         raise ConfigError(f"--labels: {len(labels)} labels for {len(args.run_dirs)} run folders; give one per folder")
     if args.out:  # checked before any folder is read
-        check_report_out(Path(args.out), args.overwrite)
+        out = Path(args.out)
+        check_report_out(out, args.overwrite)
     reports = [build_report(run_dir) for run_dir in args.run_dirs]
-    out = Path(args.out) if args.out else Path("results") / ("_vs_".join(labels) if len(reports) > 1 else reports[0].name)
-    check_report_out(out, args.overwrite)
+    if not args.out:  # the default folder is named after what the reports hold
+        out = Path("results") / ("_vs_".join(labels) if len(reports) > 1 else reports[0].name)
+        check_report_out(out, args.overwrite)
     if len(reports) == 1:
         print_summary(reports[0])
         written = write_report(reports[0], out)

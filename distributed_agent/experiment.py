@@ -35,7 +35,6 @@ SPEC_FILE = "spec.yaml"
 LOCK_FILE = "driver.lock"
 OUTCOME_FILE = "outcome.json"
 STATE_FILE = "trainer_state.pt"
-FINISHED = ("terminated", "stopped early")
 TRIAL_DIR = re.compile(r"^trial_(?P<key>[A-Za-z0-9_]+?)(?:\.r(?P<attempt>\d+))?$")
 CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")
 
@@ -66,7 +65,9 @@ class ExperimentLock:
     """
 
     def __init__(self, storage: Storage, name: str):
-        self.storage, self.name, self.file = storage, name, None
+        self.storage, self.name = storage, name
+        self.file = None      # the open lock file (local storage)
+        self.held = False
 
     def acquire(self) -> None:
         where = self.storage.uri_of(self.name)
@@ -86,25 +87,27 @@ class ExperimentLock:
             self.file.truncate()
             self.file.write(f"pid {holder['pid']} on {holder['host']}")
             self.file.flush()
+            self.held = True
         else:
             if self.storage.exists(self.name, LOCK_FILE):
                 text = self.storage.read_text(self.name, LOCK_FILE).strip()
                 raise ConfigError(f"experiment {where} is in use by another driver ({text}); if that driver "
                                   f"is gone, delete {self.storage.uri_of(self.name, LOCK_FILE)} and --resume")
             self.storage.write_text(f"pid {holder['pid']} on {holder['host']}", self.name, LOCK_FILE)
-            self.file = True
+            self.held = True
 
     def release(self) -> None:
-        if self.file is None:
+        if not self.held:
             return
         if self.storage.local:
             self.file.close()  # the file stays: removing it would race with a waiting successor
+            self.file = None
         else:
             try:
                 self.storage.fs.delete_file(self.storage.path(self.name, LOCK_FILE))
             except OSError:
                 pass
-        self.file = None
+        self.held = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +255,13 @@ def remaining_trials(spec: ExperimentSpec, storage: Storage, records: dict[str, 
             todo += [{"key": uuid.uuid4().hex[:8], "attempt": 0, "resume_from": None,
                       "hp": {**json.loads(config), "seed": seed}} for seed in spec.seeds if seed not in seeds]
         return [t for t in todo if t is not None], max(0, spec.samples - len(configs))
+    plan = planned_trials(spec)
+    strangers = sorted(set(records) - {planned["key"] for planned in plan})
+    if strangers:
+        raise ConfigError(f"--resume: {storage.uri_of(spec.name)} holds trial folders this spec does not plan "
+                          f"(e.g. trial_{strangers[0]}); was it started by an older version?")
     todo = []
-    for planned in planned_trials(spec):
+    for planned in plan:
         record = records.get(planned["key"])
         if record is None:
             todo.append(planned)

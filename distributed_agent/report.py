@@ -116,7 +116,10 @@ def build_report(run_dir: str | Path) -> Report:
                 hyper.append(name)
         seed = last.get("seed", params.get("seed"))
         trial_dir = run_dir / record.attempts[-1].dirname
-        status = _status(record.outcome or legacy_statuses.get(trial_id), last, trial_dir)
+        if (record.outcome or {}).get("status") == "terminated" and not record.finished:
+            status = "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
+        else:
+            status = _status(record.outcome or legacy_statuses.get(trial_id), last, trial_dir)
         error = _error_line(trial_dir) if status == "errored" else ""
         failures = sum((a.outcome or {}).get("failures", 0) for a in record.attempts) \
             or (legacy_statuses.get(trial_id) or {}).get("num_failures", 0)
@@ -201,8 +204,6 @@ def _seeds_asked(spec: dict | None) -> int | None:
 def _status(state: dict | None, last: dict, trial_dir: Path) -> str:
     if state is not None:
         status = STATUS_NAMES.get(state["status"], state["status"].lower())
-        if status == "terminated" and not last.get("final") and state["status"] == "terminated":
-            return "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
     elif (trial_dir / "error.txt").exists() and not last.get("final"):
         status = "errored"
     else:

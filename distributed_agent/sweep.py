@@ -165,8 +165,8 @@ class Bookkeeping:
     """Driver-side records that make the experiment folder its own state: each attempt's outcome
     (outcome.json), a bounded number of checkpoints, and a stop before the storage is full."""
 
-    def __init__(self, storage: Storage, name: str, expected: int | None):
-        self.storage, self.name, self.expected = storage, name, expected
+    def __init__(self, storage: Storage, name: str):
+        self.storage, self.name = storage, name
         self.ended = 0
         self.storage_full: str | None = None
         self.checkpoint_bytes = 0
@@ -348,32 +348,25 @@ def run_sweep(spec: ExperimentSpec, storage: str = "runs", address: str | None =
     lock = open_experiment(spec, store, resume)
     try:
         if resume:
-            records = scan_trials(store, spec.name)
-            if spec.search_alg != "optuna":
-                planned = {t["key"] for t in planned_trials(spec)}
-                strangers = sorted(k for k in records if k not in planned)
-                if strangers:
-                    raise ConfigError(f"--resume: {store.uri_of(spec.name)} holds trial folders this spec does not "
-                                      f"plan (e.g. trial_{strangers[0]}); was it started by an older version?")
-            trials, samples = remaining_trials(spec, store, records, restart_errored)
+            trials, samples = remaining_trials(spec, store, scan_trials(store, spec.name), restart_errored)
         elif spec.search_alg == "optuna":
             trials, samples = [], spec.samples
         else:
             trials, samples = planned_trials(spec), 0
+
+        def fit(planned: list[dict] | None, optuna_samples: int = 0):
+            bookkeeping = _bookkeeping_class()(store, spec.name)
+            build_tuner(spec, store, bookkeeping, planned, optuna_samples, trial_fn=trial_fn, verbose=verbose).fit()
+            if bookkeeping.storage_full:
+                raise StorageFull(bookkeeping.storage_full)
+            return bookkeeping
+
         with ray_session(address):
             check_resources(spec, address)
-            if trials:
-                bookkeeping = _bookkeeping_class()(store, spec.name, len(trials))
-                build_tuner(spec, store, bookkeeping, trials, trial_fn=trial_fn, verbose=verbose).fit()
-                if bookkeeping.storage_full:
-                    raise StorageFull(bookkeeping.storage_full)
-                if bookkeeping.ended < len(trials):
-                    return store.uri_of(spec.name)  # interrupted: draw no new configurations
+            if trials and fit(trials).ended < len(trials):
+                return store.uri_of(spec.name)  # interrupted: draw no new configurations
             if samples:
-                bookkeeping = _bookkeeping_class()(store, spec.name, None)
-                build_tuner(spec, store, bookkeeping, None, samples, trial_fn=trial_fn, verbose=verbose).fit()
-                if bookkeeping.storage_full:
-                    raise StorageFull(bookkeeping.storage_full)
+                fit(None, samples)
     except OSError as error:
         if is_storage_full(error):
             raise StorageFull(f"{store.uri_of(spec.name)}: {error}") from None
