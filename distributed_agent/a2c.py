@@ -1,6 +1,6 @@
 """Advantage actor-critic losses for one batch of token programs with a single terminal reward.
 
-loss="tutorial" is the tutorial's loss exactly: every emitted token counts (also after ANS), the
+loss="summed_baseline" is the tutorial's loss exactly: every emitted token counts (also after ANS), the
 baseline is the *sum* of the per-step values, and the value loss fits that sum to the reward.
 loss="masked" is the corrected one: tokens after ANS get no credit, entropy or value; each step
 has its own baseline V(s_t) of the (undiscounted, terminal) reward; advantages optionally
@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import LOSSES
 from .env import ANS
 from .model import Rollout
-
-LOSSES = ("tutorial", "masked")
 
 
 @dataclass
@@ -41,7 +40,7 @@ def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef:
     log_probs_all = F.log_softmax(rollout.logits, -1)
     log_probs = log_probs_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)   # [B, T]
     probs = log_probs_all.exp()
-    if loss == "tutorial":
+    if loss == "summed_baseline":
         # The tutorial's entropy is -(p * log(p + 1e-9)), which is kept to reproduce it exactly.
         entropy = -(probs * torch.log(probs + 1e-9)).sum(-1)
         value_sum = rollout.values.sum(1)
@@ -69,14 +68,3 @@ def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     total = policy_loss + value_coef * value_loss - entropy_term
     return LossTerms(total, policy_loss, value_loss, mean_entropy)
-
-
-def self_imitation_loss(rollout: Rollout, reward: torch.Tensor, value_coef: float) -> torch.Tensor:
-    """Self-imitation learning (Oh et al. 2018) on replayed episodes: raise the log-probability of
-    their actions where they did better than the value predicts, max(R - V, 0), and fit V to that."""
-    log_probs = F.log_softmax(rollout.logits, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
-    counts = steps_that_count(rollout.actions).to(reward.dtype)
-    gap = (reward.unsqueeze(1) - rollout.values).clamp_min(0)
-    policy = -(log_probs * gap.detach() * counts).sum(1).mean()
-    value = 0.5 * ((gap ** 2) * counts).sum() / counts.sum()
-    return policy + value_coef * value

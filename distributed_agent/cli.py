@@ -55,34 +55,40 @@ def print_final(result) -> None:
 
 
 def command_train(args) -> int:
+    from . import checkpoint
+    from .runtime import apply_process_settings
     from .spec import load_spec
-    from .train import Trainer
+    from .train import new_run, result as run_result, run_updates
 
     spec = load_spec(args.config)
     config = spec.train.replace(**parse_overrides(args.set)) if args.set else spec.train
     save = Path(args.save) if args.save else None
     if save is not None and save.exists():
         raise ConfigError(f"--save: {str(save)!r} exists; choose a new path (nothing is overwritten)")
-    trainer = Trainer(config)
+    apply_process_settings(config)
+    run = new_run(config)
     print(f"Training {spec.name}: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-    trainer.run(callback=lambda evaluation, _: print(format_evaluation(evaluation), flush=True))
-    result = trainer.result()
+    run_updates(run, callback=lambda evaluation, _: print(format_evaluation(evaluation), flush=True))
+    result = run_result(run)
     print("\nExplained greedy samples:")
     print_explained(result.samples)
     print()
     print_final(result)
     if save is not None:
-        trainer.save(save)
+        checkpoint.save(run, save)
         print(f"Checkpoint saved to {save} (see it again with: distributed-agent explain --checkpoint {save})")
     return 0
 
 
 def command_explain(args) -> int:
-    from .train import Trainer
+    from . import checkpoint
+    from .runtime import apply_process_settings
+    from .train import result as run_result
 
-    trainer = Trainer.from_checkpoint(args.checkpoint, device=args.device)
-    result = trainer.result()
-    print(f"Checkpoint {args.checkpoint}: update {trainer.update}, {trainer.episodes} episodes")
+    run = checkpoint.load(args.checkpoint, device=args.device)
+    apply_process_settings(run.config)
+    result = run_result(run)
+    print(f"Checkpoint {args.checkpoint}: update {run.update}, {run.episodes} episodes")
     print("Explained greedy samples:")
     print_explained(result.samples)
     print()

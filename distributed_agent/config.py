@@ -1,7 +1,11 @@
-"""TrainConfig: every knob of one training run, validated once, where it is built.
+"""TrainConfig: every knob of one training run, declared once with its doc and allowed values.
 
+Each field is a `knob(default, doc, ...)`: its allowed values and bounds are checked in
+`TrainConfig.__post_init__` and printed by `distributed-agent fields`, from the same declaration.
 `TrainConfig()` is the tutorial's agent exactly; `experiments/fixed.yaml` holds the corrected one.
 Bad values raise ConfigError with one line that names the field and what is allowed.
+
+This module is a leaf: the algorithm modules import their option names from here.
 """
 
 from __future__ import annotations
@@ -11,21 +15,20 @@ import math
 import re
 from dataclasses import dataclass, fields
 
-from .a2c import LOSSES
-from .curriculum import CURRICULA
-from .env import INVALID_ACTION_RULES, VARIANTS
-from .model import INITS, POLICY_HEADS
-
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-MAX_SEED = 2**31 - 1
+VARIANTS = ("shifted", "declared")
+INITS = ("batch_mean", "episode")
+LOSSES = ("summed_baseline", "masked")
+CURRICULA = ("one_stage", "mixed", "mastery")
+INVALID_ACTION_RULES = ("noop", "end")
 ACTION_SPACES = ("all", "tools")
-
-
+POLICY_HEADS = ("shared", "per_stage")
+DEVICES = "auto, cpu, cuda, cuda:N"
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# The value "tutorial" once named the tutorial's choice of four different fields; it is still
+# read (old specs, checkpoints) and stands for the name below.
+TUTORIAL_ALIASES = {"variant": "shifted", "init": "batch_mean", "loss": "summed_baseline", "curriculum": "one_stage"}
+MAX_SEED = 2**31 - 1
 MAX_MESSAGE = 400
-# Sizes beyond these cannot run on any machine this tool targets; refused before anything starts.
-UPPER_BOUNDS = {"batch_size": 2**16, "hidden_size": 4096, "eval_episodes": 100_000, "final_eval_episodes": 100_000,
-                "self_imitation_batch": 2**16, "self_imitation_capacity": 2**20, "explain_samples": 1000,
-                "num_threads": 1024}
 
 
 class ConfigError(ValueError):
@@ -39,98 +42,107 @@ class ConfigError(ValueError):
         super().__init__(message)
 
 
+def knob(default, doc: str, *, allowed: tuple = (), above=None, at_least=None, at_most=None,
+         declared_only: bool = False):
+    """A TrainConfig field: `doc` is its one-line help; `allowed` its values (strings), or bounds
+    `above` (exclusive), `at_least`, `at_most` (inclusive); `declared_only`: a non-default value
+    needs variant declared. Sizes have an `at_most` that no machine this tool targets exceeds."""
+    rule = {"doc": doc, "allowed": allowed, "above": above, "at_least": at_least, "at_most": at_most,
+            "declared_only": declared_only}
+    return dataclasses.field(default=default, metadata=rule)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # environment
-    variant: str = "tutorial"
-    max_len: int | None = None          # tokens emitted per episode; None: 6 (tutorial), 8 (declared)
-    answer_shaping: float = 0.2         # weight of the partial credit for intermediate answers
-    path_shaping: float = 0.0           # declared only: bonus for the stage-2 solution's states
-    invalid_action: str = "noop"        # declared only: noop, or end the episode without answer
-    action_space: str = "all"           # all 18 tokens, or the six tools (MUL ADD SUB ANS STO RCL)
-    novelty_bonus: float = 0.0          # declared only: count-based bonus for rarely seen machine states
-    explore_epsilon: float = 0.0        # share of training tokens drawn uniformly from the allowed ones
-    explore_decay_episodes: int | None = None  # epsilon falls linearly to 0 over this many episodes
-    self_imitation: float = 0.0         # weight of the self-imitation loss on replayed correct episodes
-    self_imitation_batch: int = 64      # replayed episodes per update (split evenly over stages)
-    self_imitation_capacity: int = 1024  # correct episodes kept per stage (the newest)
+    variant: str = knob("shifted", "scoring rules: shifted (the tutorial's, stage k scored against the "
+                        "previous stage's formula) or declared (each stage against its own)", allowed=VARIANTS)
+    max_len: int | None = knob(None, "tokens emitted per episode; null: 6 (shifted), 8 (declared)",
+                               at_least=1, at_most=16)
+    answer_shaping: float = knob(0.2, "weight of the partial credit for answering an intermediate value",
+                                 at_least=0)
+    path_shaping: float = knob(0.0, "bonus for passing the stage-2 solution's machine states",
+                               at_least=0, declared_only=True)
+    invalid_action: str = knob("noop", "what an invalid token does: noop (costs its step) or end "
+                               "(ends the episode without answer)", allowed=INVALID_ACTION_RULES, declared_only=True)
+    action_space: str = knob("all", "tokens the policy may emit: all 18, or the six tools", allowed=ACTION_SPACES)
+    # exploration (each method is one module of distributed_agent/exploration/)
+    novelty_bonus: float = knob(0.0, "weight of the count-based bonus for rarely seen machine states",
+                                at_least=0, declared_only=True)
+    explore_epsilon: float = knob(0.0, "share of training tokens drawn uniformly from the allowed ones",
+                                  at_least=0, at_most=1)
+    explore_decay_episodes: int | None = knob(None, "episodes over which epsilon falls linearly to 0; "
+                                              "null: constant", above=0)
+    self_imitation: float = knob(0.0, "weight of the self-imitation loss on replayed correct episodes",
+                                 at_least=0)
+    self_imitation_batch: int = knob(64, "replayed episodes per update (split evenly over stages)",
+                                     above=0, at_most=2**16)
+    self_imitation_capacity: int = knob(1024, "correct episodes kept per stage (the newest)",
+                                        above=0, at_most=2**20)
     # model
-    init: str = "tutorial"
-    hidden_size: int = 96
-    policy_head: str = "shared"         # shared, or per_stage (one block of outputs per stage)
+    init: str = knob("batch_mean", "initial GRU state: batch_mean (the tutorial's: every episode starts "
+                     "from the batch's mean context) or episode (its own context)", allowed=INITS)
+    hidden_size: int = knob(96, "GRU and embedding width", above=0, at_most=4096)
+    policy_head: str = knob("shared", "policy outputs: shared, or per_stage (one block per stage)",
+                            allowed=POLICY_HEADS)
     # algorithm
-    loss: str = "tutorial"
-    lr: float = 3e-4
-    entropy_coef: float = 0.01
-    newest_stage_entropy_coef: float | None = None  # entropy coefficient on the newest stage's episodes
-    value_coef: float = 0.5
-    grad_clip: float = 1.0
-    normalize_advantage: bool = False
+    loss: str = knob("summed_baseline", "A2C loss: summed_baseline (the tutorial's: every token counts, "
+                     "baseline = sum of values) or masked (tokens after ANS masked, per-step baseline)",
+                     allowed=LOSSES)
+    lr: float = knob(3e-4, "Adam learning rate", above=0)
+    entropy_coef: float = knob(0.01, "weight of the entropy bonus", at_least=0)
+    newest_stage_entropy_coef: float | None = knob(None, "entropy weight on the newest stage's episodes; "
+                                                   "null: entropy_coef", at_least=0)
+    value_coef: float = knob(0.5, "weight of the value loss", at_least=0)
+    grad_clip: float = knob(1.0, "maximum gradient norm", above=0)
+    normalize_advantage: bool = knob(False, "masked loss: normalise advantages over the batch")
     # curriculum and schedule
-    curriculum: str = "tutorial"
-    mastery_threshold: float = 0.95
-    batch_size: int = 192
-    updates: int = 60
-    eval_every: int = 5
-    eval_episodes: int = 128
-    final_eval_episodes: int = 1000
-    stop_at_success: float | None = None  # end early once greedy success >= this on every stage
-    explain_samples: int = 5
+    curriculum: str = knob("one_stage", "which stages a batch holds: one_stage (the tutorial's fixed schedule, "
+                           "one stage per batch), mixed (that schedule, unlocked stages mixed) or mastery "
+                           "(next stage unlocked at mastery_threshold)", allowed=CURRICULA)
+    mastery_threshold: float = knob(0.95, "greedy success on the newest stage that unlocks the next",
+                                    above=0, at_most=1)
+    batch_size: int = knob(192, "episodes per update", above=0, at_most=2**16)
+    updates: int = knob(60, "training updates (the budget)", above=0)
+    eval_every: int = knob(5, "updates between greedy evaluations", above=0)
+    eval_episodes: int = knob(128, "greedy episodes per stage in each evaluation", above=0, at_most=100_000)
+    final_eval_episodes: int = knob(1000, "greedy episodes per stage in the final evaluation",
+                                    above=0, at_most=100_000)
+    stop_at_success: float | None = knob(None, "end early once greedy success >= this on every stage; "
+                                         "null: never", above=0, at_most=1)
+    explain_samples: int = knob(5, "greedy episodes per stage spelled out in the result", at_least=0, at_most=1000)
     # execution
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1
+    seed: int = knob(0, "seed of the weights, the tasks and the sampling", at_least=0, at_most=MAX_SEED)
+    device: str = knob("auto", f"where to train: {DEVICES} (auto: CUDA when available)")
+    num_threads: int = knob(1, "torch threads of the process that trains", above=0, at_most=1024)
 
     def __post_init__(self):
         for field in fields(self):
-            _check_type(field.name, getattr(self, field.name), field.type)
             value = getattr(self, field.name)
+            if field.name in TUTORIAL_ALIASES and value == "tutorial":
+                object.__setattr__(self, field.name, value := TUTORIAL_ALIASES[field.name])
+            _check_type(field.name, value, field.type)
             if field.type.startswith("float") and value is not None:
                 if not math.isfinite(value):
                     raise ConfigError(f"{field.name}: must be a finite number (got {value!r})")
-                object.__setattr__(self, field.name, float(value))
-        for name, allowed in (("variant", VARIANTS), ("init", INITS), ("loss", LOSSES),
-                              ("curriculum", CURRICULA), ("invalid_action", INVALID_ACTION_RULES),
-                              ("action_space", ACTION_SPACES), ("policy_head", POLICY_HEADS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name}: must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+                object.__setattr__(self, field.name, value := float(value))
+            _check_rule(field.name, value, field)
         if not DEVICE_PATTERN.match(self.device):
-            raise ConfigError(f"device: must be one of auto, cpu, cuda, cuda:N (got {self.device!r})")
-        for name in ("lr", "hidden_size", "batch_size", "updates", "eval_every", "eval_episodes",
-                     "final_eval_episodes", "grad_clip", "num_threads", "self_imitation_batch",
-                     "self_imitation_capacity"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be > 0 (got {getattr(self, name)!r})")
-        for name in ("entropy_coef", "value_coef", "answer_shaping", "explain_samples", "path_shaping",
-                     "newest_stage_entropy_coef", "novelty_bonus", "self_imitation"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"{name}: must be >= 0 (got {getattr(self, name)!r})")
-        if not 0 <= self.explore_epsilon <= 1:
-            raise ConfigError(f"explore_epsilon: must be in [0, 1] (got {self.explore_epsilon!r})")
-        if self.explore_decay_episodes is not None and self.explore_decay_episodes <= 0:
-            raise ConfigError(f"explore_decay_episodes: must be null or > 0 (got {self.explore_decay_episodes!r})")
-        for name, bound in UPPER_BOUNDS.items():
-            if getattr(self, name) > bound:
-                raise ConfigError(f"{name}: must be <= {bound} (got {getattr(self, name)!r})")
-        for name in ("mastery_threshold", "stop_at_success"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value <= 1:
-                raise ConfigError(f"{name}: must be in (0, 1] (got {value!r})")
-        if self.variant == "tutorial":
-            if self.path_shaping:
-                raise ConfigError(f"path_shaping: applies to variant declared only (got {self.path_shaping} with tutorial)")
-            if self.novelty_bonus:
-                raise ConfigError(f"novelty_bonus: applies to variant declared only (got {self.novelty_bonus} with tutorial)")
-            if self.invalid_action != "noop":
-                raise ConfigError("invalid_action: end applies to variant declared only; use noop with tutorial")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed: must be an integer in 0..{MAX_SEED} (got {self.seed!r})")
-        if self.max_len is not None and not 1 <= self.max_len <= 16:
-            raise ConfigError(f"max_len: must be null or an integer in 1..16 (got {self.max_len!r})")
+            raise ConfigError(f"device: must be one of {DEVICES} (got {self.device!r})")
+        if self.variant != "declared":
+            for field in fields(self):
+                if field.metadata["declared_only"] and getattr(self, field.name) != field.default:
+                    raise ConfigError(f"{field.name}: applies to variant declared only "
+                                      f"(got {getattr(self, field.name)!r} with {self.variant})")
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def field_help(cls) -> list[tuple[str, str, str]]:
+        """(name, default, what is allowed and what it does) of every field, for help output."""
+        return [(f.name, repr(f.default), f"{_allowed_text(f)}: {f.metadata['doc']}") for f in fields(cls)]
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "train") -> "TrainConfig":
@@ -141,7 +153,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"{where}.{unknown[0]}: unknown field; allowed: {', '.join(cls.field_names())}")
         types = {f.name: f.type for f in fields(cls)}
-        return cls(**{name: coerce(name, value, types[name]) for name, value in values.items()})
+        return cls(**{name: coerce(value, types[name]) for name, value in values.items()})
 
     def replace(self, **changes) -> "TrainConfig":
         return self.from_dict({**self.to_dict(), **changes})
@@ -150,7 +162,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def coerce(name: str, value, type_name: str):
+def coerce(value, type_name: str):
     """YAML 1.1 reads `3e-3` as a string; accept such strings for number fields, nothing looser."""
     if isinstance(value, str) and type_name.startswith(("float", "int")):
         try:
@@ -176,3 +188,41 @@ def _check_type(name: str, value, type_name: str) -> None:
     if isinstance(value, bool) and base != "bool" or not isinstance(value, expected):
         allowed = f"{base} or null" if optional else base
         raise ConfigError(f"{name}: must be {allowed} (got {value!r})")
+
+
+def _check_rule(name: str, value, field) -> None:
+    rule = field.metadata
+    if value is None:
+        return
+    if rule["allowed"] and value not in rule["allowed"]:
+        raise ConfigError(f"{name}: must be one of {', '.join(rule['allowed'])} (got {value!r})")
+    above, at_least, at_most = rule["above"], rule["at_least"], rule["at_most"]
+    if (above is not None and value <= above) or (at_least is not None and value < at_least) \
+            or (at_most is not None and value > at_most):
+        raise ConfigError(f"{name}: must be {_range_text(field)} (got {value!r})")
+
+
+def _range_text(field) -> str:
+    rule = field.metadata
+    above, at_least, at_most = rule["above"], rule["at_least"], rule["at_most"]
+    if field.type.startswith("int") and at_most is not None:
+        return f"an integer in {above + 1 if above is not None else at_least}..{at_most}"
+    if at_most is None:
+        return f"> {above}" if above is not None else f">= {at_least}"
+    if above is None and at_least is None:
+        return f"<= {at_most}"
+    return f"in ({above}, {at_most}]" if above is not None else f"in [{at_least}, {at_most}]"
+
+
+def _allowed_text(field) -> str:
+    rule, optional = field.metadata, field.type.endswith("| None")
+    if field.name == "device":
+        text = DEVICES
+    elif rule["allowed"]:
+        text = " | ".join(rule["allowed"])
+    elif any(rule[k] is not None for k in ("above", "at_least", "at_most")):
+        text = _range_text(field)
+        text = text if text.startswith("an integer") else f"{field.type.split('|')[0].strip()} {text}"
+    else:
+        text = field.type
+    return f"{text} or null" if optional and "null" not in text else text

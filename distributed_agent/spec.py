@@ -31,15 +31,13 @@ from pathlib import Path
 
 
 from .config import ConfigError, TrainConfig, coerce
-from .env import NUM_STAGES
+from .metrics import OBJECTIVES
 from .safe_yaml import load_yaml
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "optuna")
 SCHEDULERS = ("fifo", "asha")
 MODES = ("max", "min")
-METRICS = ("success/min", *(f"success/stage{s}" for s in range(NUM_STAGES)),
-           *(f"reward/stage{s}" for s in range(NUM_STAGES)))
 TOP_LEVEL = ("name", "description", "train", "search", "seeds", "samples", "search_alg", "scheduler",
              "asha", "resources", "max_failures", "report_every", "checkpoint_every", "metric",
              "mode")
@@ -155,7 +153,7 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
     if checkpoint_every % report_every:
         raise ConfigError(f"checkpoint_every: must be a multiple of report_every ({report_every}), "
                           f"since checkpoints travel with reports (got {checkpoint_every})")
-    metric = _choice_field(raw, "metric", "success/min", METRICS)
+    metric = _choice_field(raw, "metric", "success/min", OBJECTIVES)
     mode = _choice_field(raw, "mode", "max", MODES)
     description = raw.get("description", "")
     if not isinstance(description, str):
@@ -191,7 +189,7 @@ def _parse_search(raw, train: TrainConfig) -> tuple[Dimension, ...]:
             raise ConfigError(f"{where}: unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.{kind}: must be a non-empty list")
-        values = [coerce(name, v, types[name].type) for v in values]
+        values = [coerce(v, types[name].type) for v in values]
         if kind in ("uniform", "loguniform", "randint"):
             if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 raise ConfigError(f"{where}.{kind}: must be [low, high], two numbers")

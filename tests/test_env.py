@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from distributed_agent.config import ConfigError, TrainConfig
 from distributed_agent.env import (ADD, ANS, CTX, EOS, MUL, RCL, STO, SUB, TOOL_TOKENS, VOCAB_SIZE, ToolEnv,
                                    declared_target, tokens_to_text)
 
@@ -63,8 +64,8 @@ def random_programs(n, length, generator):
 
 
 @pytest.mark.parametrize("variant,reference,length", [
-    ("tutorial", tutorial_reference, 6),
-    ("tutorial", tutorial_reference, 9),   # beyond the tutorial's 7-step cut-off
+    ("shifted", tutorial_reference, 6),
+    ("shifted", tutorial_reference, 9),   # beyond the tutorial's 7-step cut-off
     ("declared", declared_reference, 8),
 ])
 def test_score_matches_plain_python_rules_on_100k_sequences(variant, reference, length):
@@ -87,7 +88,7 @@ def test_score_matches_plain_python_rules_on_100k_sequences(variant, reference, 
 
 
 def test_score_with_an_integer_stage_equals_a_stage_tensor():
-    env = ToolEnv("tutorial")
+    env = ToolEnv("shifted")
     generator = torch.Generator().manual_seed(0)
     actions = random_programs(500, 6, generator)
     operands = torch.randint(0, 10, (500, 5), generator=generator)
@@ -154,7 +155,7 @@ def test_declared_invalid_actions_do_nothing_but_cost_a_step():
 
 
 def test_tutorial_scoring_has_the_shifted_targets():
-    env = ToolEnv("tutorial")
+    env = ToolEnv("shifted")
     operands = torch.tensor([[3, 4, 5, 6, 7]])
     declared_programs = {0: [MUL, ADD, ANS], 1: [MUL, ADD, SUB, ANS]}
     for stage, program in declared_programs.items():
@@ -166,7 +167,7 @@ def test_tutorial_scoring_has_the_shifted_targets():
 
 
 def test_sample_pads_each_row_with_ctx_then_eos():
-    env = ToolEnv("tutorial")
+    env = ToolEnv("shifted")
     generator = torch.Generator().manual_seed(1)
     operands, context = env.sample(3, torch.tensor([0, 1, 2]), generator)
     assert operands.shape == (3, 5) and context.shape == (3, 6)
@@ -181,10 +182,10 @@ def test_sample_pads_each_row_with_ctx_then_eos():
 def test_tokens_to_text_and_bad_arguments():
     assert tokens_to_text([MUL, ADD, STO, RCL, ANS, 7]) == "MUL ADD STO RCL ANS 7"
     assert tokens_to_text(torch.tensor([SUB, EOS, CTX])) == "SUB EOS CTX"
-    with pytest.raises(ValueError, match="variant"):
-        ToolEnv("easy")
+    with pytest.raises(ConfigError, match="variant: must be one of shifted, declared"):
+        TrainConfig(variant="easy")  # the config checks the rules' values; the environment takes them
     with pytest.raises(ValueError, match="stage"):
-        ToolEnv("tutorial").score(torch.zeros(1, 6, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long), 3)
+        ToolEnv("shifted").score(torch.zeros(1, 6, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long), 3)
 
 
 def test_path_shaping_rewards_the_stage2_solution_states_only_when_answering():
@@ -212,5 +213,5 @@ def test_invalid_action_rule_end_stops_the_episode_without_an_answer():
     assert not correct.item() and reward.item() == 0.0
     valid = torch.tensor([SHORTEST[2] + [EOS]])
     assert ToolEnv("declared", invalid_action="end").score(valid, operands, 2)[1].item()  # tokens after ANS are free
-    with pytest.raises(ValueError, match="declared variant only"):
-        ToolEnv("tutorial", path_shaping=0.1)
+    with pytest.raises(ConfigError, match="invalid_action: applies to variant declared only"):
+        TrainConfig(invalid_action="end")  # the config checks the rules' values; the environment takes them

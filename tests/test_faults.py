@@ -167,22 +167,21 @@ class Exploit:
 
 def make_failing_trial(marker: str, seed: int, at_update: int):
     def failing_trial(config, **kwargs):
-        from distributed_agent import sweep
-        from distributed_agent.train import Trainer
+        from distributed_agent import trainable, train
 
-        original = Trainer.train_step
+        original = train.train_step
 
-        def train_step(self):
-            if self.config.seed == seed and self.update + 1 == at_update and not os.path.exists(marker):
+        def train_step(run):
+            if run.config.seed == seed and run.update + 1 == at_update and not os.path.exists(marker):
                 Path(marker).write_text("failed once")
                 raise RuntimeError("injected failure")
-            return original(self)
+            return original(run)
 
-        Trainer.train_step = train_step
+        train.train_step = train_step
         try:
-            sweep.run_trial(config, **kwargs)
+            trainable.run_trial(config, **kwargs)
         finally:
-            Trainer.train_step = original
+            train.train_step = original
 
     return failing_trial
 

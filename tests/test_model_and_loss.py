@@ -1,21 +1,30 @@
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
 from distributed_agent.a2c import a2c_loss, steps_that_count
 from distributed_agent.env import ANS, EOS, MUL, ToolEnv
+from distributed_agent.exploration.epsilon import EpsilonExploration
 from distributed_agent.model import ActorCritic, Rollout
+
+
+def sampled(model, context, stages, steps, seed, **kwargs):
+    """A sampled rollout whose Gumbel noise comes from a generator seeded with `seed`."""
+    noise = model.gumbel_noise(steps, len(context), torch.Generator().manual_seed(seed))
+    return model(context, stages, steps, noise=noise, **kwargs)
 
 
 def batch(n=16, seed=0):
     generator = torch.Generator().manual_seed(seed)
     stages = torch.arange(n) % 3
-    operands, context = ToolEnv("tutorial").sample(n, stages, generator)
+    operands, context = ToolEnv("shifted").sample(n, stages, generator)
     return context, stages
 
 
 def test_tutorial_init_equals_the_tutorials_broadcast_expression():
     torch.manual_seed(0)
-    model = ActorCritic(32, init="tutorial")
+    model = ActorCritic(32, init="batch_mean")
     context, stages = batch()
     # The tutorial's own expression, with its (B, d) + (B, 1, d) -> (B, B, d) broadcast.
     mixed = model.token_embedding(context).mean(1) + model.stage_embedding(stages).unsqueeze(1)
@@ -32,7 +41,7 @@ def test_episode_init_depends_on_the_episode_alone():
     rows = stages == 0
     alone = model.initial_state(context[rows][:, :4], stages[rows])
     assert torch.allclose(whole[rows], alone, atol=1e-6)
-    tutorial = ActorCritic(32, init="tutorial")
+    tutorial = ActorCritic(32, init="batch_mean")
     tutorial.load_state_dict(model.state_dict())
     assert not torch.allclose(tutorial.initial_state(context, stages)[rows],
                               tutorial.initial_state(context[rows][:, :4], stages[rows]), atol=1e-4)
@@ -42,15 +51,15 @@ def test_sampling_is_reproducible_and_respects_the_action_mask():
     torch.manual_seed(0)
     model = ActorCritic(32)
     context, stages = batch(64)
-    first = model(context, stages, 6, generator=torch.Generator().manual_seed(5)).actions
-    second = model(context, stages, 6, generator=torch.Generator().manual_seed(5)).actions
-    other = model(context, stages, 6, generator=torch.Generator().manual_seed(6)).actions
+    first = sampled(model, context, stages, 6, 5).actions
+    second = sampled(model, context, stages, 6, 5).actions
+    other = sampled(model, context, stages, 6, 6).actions
     assert torch.equal(first, second) and not torch.equal(first, other)
     mask = torch.zeros(18, dtype=torch.bool)
     mask[[MUL, ANS]] = True
-    masked = model(context, stages, 6, generator=torch.Generator().manual_seed(5), action_mask=mask).actions
+    masked = sampled(model, context, stages, 6, 5, action_mask=mask).actions
     assert bool(((masked == MUL) | (masked == ANS)).all())
-    greedy = model(context, stages, 6, greedy=True)
+    greedy = model(context, stages, 6)
     assert torch.equal(greedy.actions, greedy.logits.argmax(-1))
 
 
@@ -61,7 +70,7 @@ def test_gumbel_max_sampling_matches_the_softmax_distribution():
             p.zero_()
         model.policy_head.bias.copy_(torch.linspace(-2, 2, 18))
     context, stages = batch(20000)
-    actions = model(context, stages, 1, generator=torch.Generator().manual_seed(0)).actions[:, 0]
+    actions = sampled(model, context, stages, 1, 0).actions[:, 0]
     frequencies = torch.bincount(actions, minlength=18).float() / len(actions)
     assert torch.allclose(frequencies, F.softmax(model.policy_head.bias, 0), atol=0.01)
 
@@ -77,7 +86,7 @@ def made_up_rollout(seed=0, n=32, steps=6):
 
 def test_tutorial_loss_is_the_tutorials_formula():
     rollout, reward = made_up_rollout()
-    terms = a2c_loss(rollout, reward, loss="tutorial", entropy_coef=0.01, value_coef=0.5)
+    terms = a2c_loss(rollout, reward, loss="summed_baseline", entropy_coef=0.01, value_coef=0.5)
     pi = F.log_softmax(rollout.logits, -1).exp()
     ent = -(pi * torch.log(pi + 1e-9)).sum(-1)
     logp = F.log_softmax(rollout.logits, -1).gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
@@ -105,7 +114,7 @@ def test_masked_loss_ignores_everything_after_ans():
     # The tutorial loss, by contrast, gives credit after ANS.
     tutorial_rollout, _ = made_up_rollout()
     tutorial_rollout.actions[:, 2] = ANS
-    a2c_loss(tutorial_rollout, reward, loss="tutorial", entropy_coef=0.01, value_coef=0.5).total.backward()
+    a2c_loss(tutorial_rollout, reward, loss="summed_baseline", entropy_coef=0.01, value_coef=0.5).total.backward()
     assert float(tutorial_rollout.logits.grad[:, 3:].abs().sum()) > 0.0
 
 
@@ -127,26 +136,26 @@ def test_no_tokens_after_eos_matter_in_context_mean():
     assert torch.allclose(model.initial_state(context, stages), model.initial_state(padded, stages), atol=1e-6)
 
 
-def test_fast_forward_equals_the_straightforward_gru_cell_rollout():
+def test_fast_forward_equals_the_readable_rollout():
     torch.manual_seed(3)
-    for init, head in (("episode", "shared"), ("tutorial", "shared"), ("episode", "per_stage")):
+    for init, head in (("episode", "shared"), ("batch_mean", "shared"), ("episode", "per_stage")):
         model = ActorCritic(48, init=init, policy_head=head)
         context, stages = batch(64, seed=2)
         mask = torch.ones(18, dtype=torch.bool)
         mask[:10] = False
-        for kwargs in ({"greedy": True}, {"generator": "seeded"}, {"generator": "seeded", "action_mask": mask}):
-            kwargs = {k: torch.Generator().manual_seed(9) if v == "seeded" else v for k, v in kwargs.items()}
+        noise = model.gumbel_noise(8, 64, torch.Generator().manual_seed(9))
+        forced = torch.where(torch.rand(64, 8, generator=torch.Generator().manual_seed(4)) < 0.3, 12, -1)
+        for kwargs in ({}, {"noise": noise}, {"noise": noise, "action_mask": mask}, {"noise": noise, "forced": forced}):
             fast = model(context, stages, 8, **kwargs)
-            if "generator" in kwargs:
-                kwargs["generator"] = torch.Generator().manual_seed(9)
-            reference = model.forward_reference(context, stages, 8, **kwargs)
+            reference = model.rollout(context, stages, 8, **kwargs)
             assert torch.equal(fast.actions, reference.actions)
             assert torch.allclose(fast.logits, reference.logits, atol=1e-5)
             assert torch.allclose(fast.values, reference.values, atol=1e-5)
+        assert bool((fast.actions[forced >= 0] == 12).all())
         # Gradients agree as well.
-        rollout = model(context, stages, 6, greedy=True)
+        rollout = model(context, stages, 6)
         grads_fast = torch.autograd.grad(rollout.logits.logsumexp(-1).sum() + rollout.values.sum(), model.parameters())
-        rollout = model.forward_reference(context, stages, 6, greedy=True)
+        rollout = model.rollout(context, stages, 6)
         grads_ref = torch.autograd.grad(rollout.logits.logsumexp(-1).sum() + rollout.values.sum(), model.parameters())
         for fast_grad, ref_grad in zip(grads_fast, grads_ref):
             assert torch.allclose(fast_grad, ref_grad, atol=1e-4, rtol=1e-4)
@@ -172,7 +181,9 @@ def test_epsilon_exploration_draws_allowed_tokens_uniformly():
     context, stages = batch(4000)
     mask = torch.zeros(18, dtype=torch.bool)
     mask[10:16] = True
-    actions = model(context, stages, 2, generator=torch.Generator().manual_seed(1), action_mask=mask, epsilon=1.0).actions
+    run = SimpleNamespace(episodes=0, action_mask=mask, generator=torch.Generator().manual_seed(1))
+    forced = EpsilonExploration(1.0, None).forced_tokens(run, 2, len(context))
+    actions = sampled(model, context, stages, 2, 1, action_mask=mask, forced=forced).actions
     frequencies = torch.bincount(actions.flatten(), minlength=18).float() / actions.numel()
     assert torch.allclose(frequencies[10:16], torch.full((6,), 1 / 6), atol=0.015)
     assert frequencies[:10].sum() == 0 and frequencies[16:].sum() == 0
@@ -182,7 +193,7 @@ def test_replay_feeds_the_given_actions_and_scores_them_under_the_policy():
     torch.manual_seed(0)
     model = ActorCritic(32, policy_head="per_stage")
     context, stages = batch(50)
-    sampled = model(context, stages, 6, generator=torch.Generator().manual_seed(3))
-    replayed = model(context, stages, 6, greedy=True, replay=sampled.actions)
-    assert torch.equal(replayed.actions, sampled.actions)
-    assert torch.allclose(replayed.logits, sampled.logits) and torch.allclose(replayed.values, sampled.values)
+    original = sampled(model, context, stages, 6, 3)
+    replayed = model(context, stages, 6, forced=original.actions)
+    assert torch.equal(replayed.actions, original.actions)
+    assert torch.allclose(replayed.logits, original.logits) and torch.allclose(replayed.values, original.values)

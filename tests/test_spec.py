@@ -46,7 +46,7 @@ BAD_SPECS = [
     ({"search": {"lr": {"loguniform": [-1, 0.1]}}}, "search.lr.loguniform: bounds must be > 0"),
     ({"search": {"lr": {"normal": [0, 1]}}}, "search.lr: unknown distribution 'normal'"),
     ({"search": {"depth": {"grid": [1, 2]}}}, "search.depth: unknown field"),
-    ({"search": {"hidden_size": {"grid": [64, 0]}}}, "search.hidden_size: hidden_size: must be > 0"),
+    ({"search": {"hidden_size": {"grid": [64, 0]}}}, "search.hidden_size: hidden_size: must be an integer in 1..4096"),
     ({"search": {"variant": {"choice": ["tutorial", "hard"]}}}, "search.variant: variant: must be one of"),
     ({"seeds": 0}, "seeds: must be a count >= 1"),
     ({"seeds": [1, 1]}, "seeds: must be a count >= 1 or a list of distinct integers"),

@@ -82,20 +82,19 @@ def test_a_sweep_gives_each_trial_the_numbers_of_its_config_and_seed(tmp_path):
 
 def make_crashing_trial(marker: str, crash_at_update: int):
     def crashing_trial(config, **kwargs):
-        from distributed_agent import sweep
-        from distributed_agent.train import Trainer
+        from distributed_agent import trainable, train
 
         if not os.path.exists(marker):
-            original = Trainer.train_step
+            original = train.train_step
 
-            def train_step(self):
-                if self.update + 1 == crash_at_update:
+            def train_step(run):
+                if run.update + 1 == crash_at_update:
                     Path(marker).write_text(str(os.getpid()))
                     os._exit(1)  # the worker process dies, no exception, no cleanup
-                return original(self)
+                return original(run)
 
-            Trainer.train_step = train_step
-        sweep.run_trial(config, **kwargs)
+            train.train_step = train_step
+        trainable.run_trial(config, **kwargs)
 
     return crashing_trial
 
@@ -152,7 +151,7 @@ def make_gpu_probe(seconds: float):
     def gpu_probe(config, base, seeds, checkpoint_every, gpus, cpus, report_every=1):
         import ray
         from ray import tune
-        from distributed_agent.sweep import trial_config
+        from distributed_agent.trainable import trial_config
 
         device = trial_config(config, base, seeds, gpus, cpus).device
         started = time.time()

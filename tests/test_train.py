@@ -10,7 +10,11 @@ from distributed_agent.spec import load_spec
 import torch
 
 from distributed_agent.config import ConfigError
-from distributed_agent.train import TrainConfig, Trainer, train
+from distributed_agent import checkpoint
+from distributed_agent.evaluation import greedy_rollouts
+from distributed_agent.runtime import apply_process_settings
+from distributed_agent.train import TrainConfig, new_run, result, run_updates, train
+from distributed_agent.update import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(device="cpu", init="episode", loss="masked", curriculum="mastery", lr=3e-3, entropy_coef=0.03,
@@ -32,10 +36,10 @@ def test_same_config_and_seed_give_identical_numbers():
 RESUME_SCRIPT = """
 import json, sys
 from dataclasses import asdict
-from distributed_agent.train import Trainer
-trainer = Trainer.from_checkpoint(sys.argv[1])
-trainer.run()
-result = trainer.result()
+from distributed_agent import checkpoint, train
+run = checkpoint.load(sys.argv[1])
+train.run_updates(run)
+result = train.result(run)
 print(json.dumps({"success": result.final_success, "reward": result.final_reward,
                   "history": [asdict(e) | {"seconds": 0} for e in result.history],
                   "episodes": result.episodes, "updates": result.updates, "samples": result.samples}))
@@ -48,10 +52,10 @@ print(json.dumps({"success": result.final_success, "reward": result.final_reward
 def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path, extra):
     config = TrainConfig(**{**SMALL, **extra})
     straight = train(config)
-    trainer = Trainer(config)
-    trainer.run(until=20)
-    checkpoint = trainer.save(tmp_path / "half.pt")
-    out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(checkpoint)], capture_output=True, text=True,
+    run = new_run(config)
+    run_updates(run, until=20)
+    saved = checkpoint.save(run, tmp_path / "half.pt")
+    out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(saved)], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert json.loads(out.stdout) == json.loads(fingerprint(straight))
     assert straight.updates == 40 and len(straight.history) == 8
@@ -80,10 +84,10 @@ def test_the_tutorial_config_does_not():
 
 
 def test_mastery_curriculum_unlocks_in_order_and_keeps_replaying():
-    trainer = Trainer(TrainConfig(**{**SMALL, "hidden_size": 64, "batch_size": 256, "updates": 120}))
-    assert trainer.curriculum.batch_stages(1, 64).unique().tolist() == [0]
+    run = new_run(TrainConfig(**{**SMALL, "hidden_size": 64, "batch_size": 256, "updates": 120}))
+    assert run.curriculum.batch_stages(1, 64).unique().tolist() == [0]
     stages_seen = []
-    trainer.run(callback=lambda evaluation, t: stages_seen.append(
+    run_updates(run, callback=lambda evaluation, t: stages_seen.append(
         sorted(set(t.curriculum.batch_stages(t.update + 1, 64).tolist()))))
     assert stages_seen[-1] == [0, 1, 2]
     assert stages_seen == sorted(stages_seen, key=len)                  # never locks a stage again
@@ -93,7 +97,7 @@ def test_mastery_curriculum_unlocks_in_order_and_keeps_replaying():
 def test_tutorial_and_mixed_curricula_follow_the_tutorial_schedule():
     from distributed_agent.curriculum import Curriculum
 
-    tutorial, mixed = Curriculum("tutorial"), Curriculum("mixed")
+    tutorial, mixed = Curriculum("one_stage"), Curriculum("mixed")
     expected = [0] * 30 + [1] * 20 + [2] * 20
     assert [tutorial.batch_stages(u, 4)[0].item() for u in range(1, 71)] == expected
     assert mixed.batch_stages(1, 6).tolist() == [0] * 6
@@ -112,12 +116,12 @@ def test_tool_action_space_and_newest_stage_entropy_train_on_the_declared_varian
 
     config = TrainConfig(**{**SMALL, "variant": "declared", "action_space": "tools", "newest_stage_entropy_coef": 0.3,
                             "path_shaping": 0.2, "updates": 10})
-    trainer = Trainer(config)
-    trainer.run()
-    _, actions, _ = trainer.greedy_rollouts(2, 64, torch.Generator().manual_seed(0))
+    run = new_run(config)
+    run_updates(run)
+    _, actions, _ = greedy_rollouts(run, 2, 64, torch.Generator().manual_seed(0))
     assert set(actions.unique().tolist()) <= set(TOOL_TOKENS)
     assert all(sample["actions"].split()[0] in {"MUL", "ADD", "SUB", "ANS", "STO", "RCL"}
-               for sample in trainer.result().samples)
+               for sample in result(run).samples)
     with pytest.raises(ConfigError, match="path_shaping: applies to variant declared only"):
         TrainConfig(path_shaping=0.1)
     with pytest.raises(ConfigError, match="action_space: must be one of all, tools"):
@@ -127,14 +131,16 @@ def test_tool_action_space_and_newest_stage_entropy_train_on_the_declared_varian
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc page-fault counts")
 def test_updates_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
     # glibc's defaults unmapped each update's temporaries, ~900 page faults per update at batch 192
-    # (benchmarks/allocator_ab.py); the Trainer asks glibc to keep freed memory (keep_freed_memory).
+    # (benchmarks/allocator_ab.py); entry points ask glibc to keep freed memory (apply_process_settings).
     import resource
 
-    trainer = Trainer(TrainConfig(batch_size=192, updates=40))
+    config = TrainConfig(batch_size=192, updates=40)
+    apply_process_settings(config)
+    run = new_run(config)
     for _ in range(10):
-        trainer.train_step()
+        train_step(run)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
-        trainer.train_step()
+        train_step(run)
     faults_per_update = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
     assert faults_per_update < 50
