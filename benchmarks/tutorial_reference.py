@@ -40,8 +40,9 @@ def tutorial_score(actions, operands, stage):
         elif act == ANS:
             correct = last is not None and last == [g0, g1, g2][stage]
 
-            def eq(goal):
+            def eq(goal, last=last):
                 return last is not None and last == goal
+
             if stage == 0:
                 shaped = 0.25 * eq(g0) + 0.5 * eq(g1)
             elif stage == 1:
@@ -65,7 +66,7 @@ class ReferenceActorCritic(nn.Module):
 
     def forward(self, ctx, stage, max_len=6, greedy=False):
         batch = ctx.shape[0]
-        ce = self.emb(ctx).mean(1) + self.stage_emb(stage).unsqueeze(1)   # the tutorial's (B, B, d)
+        ce = self.emb(ctx).mean(1) + self.stage_emb(stage).unsqueeze(1)  # the tutorial's (B, B, d)
         h = torch.tanh(ce.mean(1)).unsqueeze(0)
         inp = self.emb(torch.full((batch, 1), CTX))
         acts, logps, ents, vals = [], [], [], []
@@ -104,7 +105,7 @@ class ReferenceUpdate:
         width = max(len(r) + 1 for r in rows)
         ctx = torch.full((size, width), EOS, dtype=torch.long)
         for i, r in enumerate(rows):
-            ctx[i, :len(r) + 1] = torch.tensor(r + [CTX])
+            ctx[i, : len(r) + 1] = torch.tensor(r + [CTX])
         return ctx, torch.full((size,), stage, dtype=torch.long), metas
 
     def step(self, stage=0):

@@ -8,9 +8,9 @@ episodes per stage, for each seed. A cross-check of results/tutorial_reproductio
 import argparse
 
 import torch
+from tutorial_reference import ReferenceUpdate
 
 from distributed_agent.curriculum import tutorial_stage
-from tutorial_reference import ReferenceUpdate
 
 
 def main():

@@ -33,12 +33,19 @@ def steps_that_count(actions: torch.Tensor) -> torch.Tensor:
     return answered_before == 0
 
 
-def a2c_loss(rollout: Rollout, reward: torch.Tensor, *, loss: str, entropy_coef: float | torch.Tensor,
-             value_coef: float, normalize_advantage: bool = False) -> LossTerms:
+def a2c_loss(
+    rollout: Rollout,
+    reward: torch.Tensor,
+    *,
+    loss: str,
+    entropy_coef: float | torch.Tensor,
+    value_coef: float,
+    normalize_advantage: bool = False,
+) -> LossTerms:
     """entropy_coef: one number, or one per episode (FloatTensor[B])."""
     per_episode_coef = torch.as_tensor(entropy_coef, dtype=reward.dtype, device=reward.device).expand(reward.shape)
     log_probs_all = F.log_softmax(rollout.logits, -1)
-    log_probs = log_probs_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)   # [B, T]
+    log_probs = log_probs_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)  # [B, T]
     probs = log_probs_all.exp()
     if loss == "summed_baseline":
         # The tutorial's entropy is -(p * log(p + 1e-9)), which is kept to reproduce it exactly.

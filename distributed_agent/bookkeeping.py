@@ -13,8 +13,8 @@ from pathlib import Path
 from .experiment import OUTCOME_FILE
 from .storage import Storage, StorageFull, is_storage_full
 
-KEEP_CHECKPOINTS = 2            # per trial attempt: the newest (to resume) and the one before
-FREE_SPACE_MARGIN = 4           # stop while the disk still holds this many checkpoints per running trial
+KEEP_CHECKPOINTS = 2  # per trial attempt: the newest (to resume) and the one before
+FREE_SPACE_MARGIN = 4  # stop while the disk still holds this many checkpoints per running trial
 MIN_FREE_BYTES = 4 * 2**20
 
 
@@ -51,8 +51,12 @@ class Bookkeeping:
 
     def _write_outcome(self, trial, status: str) -> None:
         try:
-            self.storage.write_text(json.dumps({"status": status, "failures": trial.num_failures}),
-                                    self.name, self._dirname(trial), OUTCOME_FILE)
+            self.storage.write_text(
+                json.dumps({"status": status, "failures": trial.num_failures}),
+                self.name,
+                self._dirname(trial),
+                OUTCOME_FILE,
+            )
         except StorageFull as error:
             self.storage_full = self.storage_full or str(error)
 
@@ -77,7 +81,10 @@ class Bookkeeping:
         except Exception:
             text = ""
         if is_storage_full(text) or self._free_bytes() < MIN_FREE_BYTES:
-            self.storage_full = self.storage_full or f"{self.storage.uri} ({text.strip().splitlines()[-1][:200] if text.strip() else 'no space left'})"
+            self.storage_full = (
+                self.storage_full
+                or f"{self.storage.uri} ({text.strip().splitlines()[-1][:200] if text.strip() else 'no space left'})"
+            )
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         """Keep the newest KEEP_CHECKPOINTS of the attempt (Tune's own num_to_keep forces an
@@ -97,9 +104,11 @@ class Bookkeeping:
             needed = max(MIN_FREE_BYTES, FREE_SPACE_MARGIN * running * self.checkpoint_bytes)
             free = self._free_bytes()
             if free < needed:
-                self.storage_full = self.storage_full or (f"{self.storage.uri} has {free / 2**20:.1f} MiB free, "
-                                                          f"less than the {needed / 2**20:.1f} MiB the running "
-                                                          "trials need for their next checkpoints")
+                self.storage_full = self.storage_full or (
+                    f"{self.storage.uri} has {free / 2**20:.1f} MiB free, "
+                    f"less than the {needed / 2**20:.1f} MiB the running "
+                    "trials need for their next checkpoints"
+                )
 
     def _free_bytes(self) -> float:
         if not self.storage.local:

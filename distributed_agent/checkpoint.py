@@ -70,11 +70,13 @@ def read(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a foreign or corrupt file: say which, in one line
-        raise ConfigError(f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint "
-                          f"({error.__class__.__name__})") from None
+        raise ConfigError(
+            f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint ({error.__class__.__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint "
-                          f"(format {CHECKPOINT_FORMAT})")
+        raise ConfigError(
+            f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint (format {CHECKPOINT_FORMAT})"
+        )
     return state
 
 

@@ -1,4 +1,4 @@
-"""Command line: `distributed-agent train | explain | sweep | report`."""
+"""Command line: `distributed-agent train | fields | explain | sweep | report`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-
 
 from .config import ConfigError
 from .safe_yaml import load_yaml
@@ -32,23 +31,32 @@ def parse_overrides(pairs: list[str]) -> dict:
 def format_evaluation(evaluation) -> str:
     success = " ".join(f"{s:.3f}" for s in evaluation.success)
     reward = " ".join(f"{r:.3f}" for r in evaluation.reward)
-    return (f"update {evaluation.update:5d}  episodes {evaluation.episodes:8d}  stage {evaluation.stage}  "
-            f"success {success}  reward {reward}  loss {evaluation.loss:.4f}")
+    return (
+        f"update {evaluation.update:5d}  episodes {evaluation.episodes:8d}  stage {evaluation.stage}  "
+        f"success {success}  reward {reward}  loss {evaluation.loss:.4f}"
+    )
 
 
 def print_explained(samples: list[dict]) -> None:
     for sample in samples:
-        scored = "" if sample["target"].endswith(f"= {sample['scored_against']}") else \
-            f" (scored against {sample['scored_against']})"
-        print(f"  stage {sample['stage']}  context {sample['context']}  target {sample['target']}{scored}\n"
-              f"    tools: {sample['actions']:<40s} answer {sample['answer']}  "
-              f"{'correct' if sample['correct'] else 'wrong'}  reward {sample['reward']:.3f}")
+        scored = (
+            ""
+            if sample["target"].endswith(f"= {sample['scored_against']}")
+            else f" (scored against {sample['scored_against']})"
+        )
+        print(
+            f"  stage {sample['stage']}  context {sample['context']}  target {sample['target']}{scored}\n"
+            f"    tools: {sample['actions']:<40s} answer {sample['answer']}  "
+            f"{'correct' if sample['correct'] else 'wrong'}  reward {sample['reward']:.3f}"
+        )
 
 
 def print_final(result) -> None:
     n = result.config.final_eval_episodes
-    print(f"Final greedy evaluation ({n} episodes per stage; success = share of correct answers, "
-          "reward = mean reward with shaping):")
+    print(
+        f"Final greedy evaluation ({n} episodes per stage; success = share of correct answers, "
+        "reward = mean reward with shaping):"
+    )
     for stage, (success, reward) in enumerate(zip(result.final_success, result.final_reward)):
         print(f"  stage {stage}: success {success:.3f}  reward {reward:.3f}")
     print(f"Trained {result.updates} updates, {result.episodes} episodes in {result.seconds:.1f} s.")
@@ -58,7 +66,8 @@ def command_train(args) -> int:
     from . import checkpoint
     from .runtime import apply_process_settings
     from .spec import load_spec
-    from .train import new_run, result as run_result, run_updates
+    from .train import new_run, run_updates
+    from .train import result as run_result
 
     spec = load_spec(args.config)
     config = spec.train.replace(**parse_overrides(args.set)) if args.set else spec.train
@@ -103,8 +112,9 @@ def command_sweep(args) -> int:
 
     spec = load_spec(args.spec)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
-    path = run_sweep(spec, storage=args.storage, address=address, resume=args.resume,
-                     restart_errored=args.restart_errored)
+    path = run_sweep(
+        spec, storage=args.storage, address=address, resume=args.resume, restart_errored=args.restart_errored
+    )
     resume = f"distributed-agent sweep {args.spec} --storage {args.storage} --resume"
     if "://" in path:  # object storage: no local report; still say whether anything is left
         from .experiment import trials_left
@@ -117,8 +127,11 @@ def command_sweep(args) -> int:
         return 1 if left else 0
     report = build_report(path)
     counts = report.trials["status"].value_counts()
-    print(f"\nExperiment {spec.name}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
-          + f" (of {len(report.trials)} trials). Results in {path}")
+    print(
+        f"\nExperiment {spec.name}: "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+        + f" (of {len(report.trials)} trials). Results in {path}"
+    )
     print_summary(report)
     written = write_report(report, Path(path) / "report")
     print(f"Report written to {written[0].parent} (TensorBoard: tensorboard --logdir {path})")
@@ -127,8 +140,11 @@ def command_sweep(args) -> int:
         print(f"Interrupted: {left} trials unfinished or not started. Continue with: {resume}", file=sys.stderr)
         return 1
     if counts.get("errored", 0):
-        print(f"{counts['errored']} trials errored (see the error column of {written[0].parent}/trials.csv); "
-              f"retry them with: {resume} [--restart-errored]", file=sys.stderr)
+        print(
+            f"{counts['errored']} trials errored (see the error column of {written[0].parent}/trials.csv); "
+            f"retry them with: {resume} [--restart-errored]",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -138,7 +154,9 @@ def check_report_out(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out: {str(out)!r} is a file; give a folder")
     check_writable(next(p for p in (out, *out.parents) if p.exists()), "--out")
     if (out / "summary.csv").exists() and not overwrite:
-        raise ConfigError(f"--out: {out} already holds a report; pass --overwrite to replace it, or choose another --out")
+        raise ConfigError(
+            f"--out: {out} already holds a report; pass --overwrite to replace it, or choose another --out"
+        )
 
 
 def command_report(args) -> int:
@@ -163,16 +181,29 @@ def command_report(args) -> int:
     return 0
 
 
+def command_fields(args) -> int:
+    """Every TrainConfig field: name, default, what is allowed and what it does (from config.py)."""
+    from .config import TrainConfig
+
+    for name, default, text in TrainConfig.field_help():
+        print(f"{name:26s} {default:18s} {text}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distributed-agent", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one agent from a spec's train: fields")
     train.add_argument("--config", required=True, help="experiment YAML (its train: block is used)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a TrainConfig field (repeatable)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field (repeatable)"
+    )
     train.add_argument("--save", help="write the trained state here (refuses an existing file)")
     train.set_defaults(run=command_train)
+
+    fields = commands.add_parser("fields", help="list every train: field with its default and allowed values")
+    fields.set_defaults(run=command_fields)
 
     explain = commands.add_parser("explain", help="explained trajectories and final evaluation of a checkpoint")
     explain.add_argument("--checkpoint", required=True)
@@ -184,16 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     sweep.add_argument("--storage", default="runs", help="where Tune writes: a path or a URI (default runs/)")
     sweep.add_argument("--resume", action="store_true", help="continue the interrupted experiment of this name")
-    sweep.add_argument("--restart-errored", action="store_true",
-                       help="with --resume: restart errored trials from scratch (default: from their checkpoint)")
+    sweep.add_argument(
+        "--restart-errored",
+        action="store_true",
+        help="with --resume: restart errored trials from scratch (default: from their checkpoint)",
+    )
     sweep.set_defaults(run=command_sweep)
 
     report = commands.add_parser("report", help="tables and plots of one experiment, or a comparison of several")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folder(s), e.g. runs/default")
     report.add_argument("--out", help="output folder (default results/NAME)")
     report.add_argument("--labels", help="comma-separated names of the experiments compared")
-    report.add_argument("--config", action="append", default=[], metavar="LABEL:KEY=VALUE,...",
-                        help="compare this configuration of an experiment instead of its best one")
+    report.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="compare this configuration of an experiment instead of its best one",
+    )
     report.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     report.set_defaults(run=command_report)
     return parser
@@ -207,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distributed-agent: error: {error}", file=sys.stderr)
         return 2
     except StorageFull as error:
-        print(f"distributed-agent: storage full: {error}; finished results are kept: free space, then run "
-              "the same command with --resume", file=sys.stderr)
+        print(
+            f"distributed-agent: storage full: {error}; finished results are kept: free space, then run "
+            "the same command with --resume",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("distributed-agent: interrupted", file=sys.stderr)

@@ -42,78 +42,110 @@ class ConfigError(ValueError):
         super().__init__(message)
 
 
-def knob(default, doc: str, *, allowed: tuple = (), above=None, at_least=None, at_most=None,
-         declared_only: bool = False):
+def knob(
+    default, doc: str, *, allowed: tuple = (), above=None, at_least=None, at_most=None, declared_only: bool = False
+):
     """A TrainConfig field: `doc` is its one-line help; `allowed` its values (strings), or bounds
     `above` (exclusive), `at_least`, `at_most` (inclusive); `declared_only`: a non-default value
     needs variant declared. Sizes have an `at_most` that no machine this tool targets exceeds."""
-    rule = {"doc": doc, "allowed": allowed, "above": above, "at_least": at_least, "at_most": at_most,
-            "declared_only": declared_only}
+    rule = {
+        "doc": doc,
+        "allowed": allowed,
+        "above": above,
+        "at_least": at_least,
+        "at_most": at_most,
+        "declared_only": declared_only,
+    }
     return dataclasses.field(default=default, metadata=rule)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # environment
-    variant: str = knob("shifted", "scoring rules: shifted (the tutorial's, stage k scored against the "
-                        "previous stage's formula) or declared (each stage against its own)", allowed=VARIANTS)
-    max_len: int | None = knob(None, "tokens emitted per episode; null: 6 (shifted), 8 (declared)",
-                               at_least=1, at_most=16)
-    answer_shaping: float = knob(0.2, "weight of the partial credit for answering an intermediate value",
-                                 at_least=0)
-    path_shaping: float = knob(0.0, "bonus for passing the stage-2 solution's machine states",
-                               at_least=0, declared_only=True)
-    invalid_action: str = knob("noop", "what an invalid token does: noop (costs its step) or end "
-                               "(ends the episode without answer)", allowed=INVALID_ACTION_RULES, declared_only=True)
+    variant: str = knob(
+        "shifted",
+        "scoring rules: shifted (the tutorial's, stage k scored against the "
+        "previous stage's formula) or declared (each stage against its own)",
+        allowed=VARIANTS,
+    )
+    max_len: int | None = knob(
+        None, "tokens emitted per episode; null: 6 (shifted), 8 (declared)", at_least=1, at_most=16
+    )
+    answer_shaping: float = knob(0.2, "weight of the partial credit for answering an intermediate value", at_least=0)
+    path_shaping: float = knob(
+        0.0, "bonus for passing the stage-2 solution's machine states", at_least=0, declared_only=True
+    )
+    invalid_action: str = knob(
+        "noop",
+        "what an invalid token does: noop (costs its step) or end (ends the episode without answer)",
+        allowed=INVALID_ACTION_RULES,
+        declared_only=True,
+    )
     action_space: str = knob("all", "tokens the policy may emit: all 18, or the six tools", allowed=ACTION_SPACES)
     # exploration (each method is one module of distributed_agent/exploration/)
-    novelty_bonus: float = knob(0.0, "weight of the count-based bonus for rarely seen machine states",
-                                at_least=0, declared_only=True)
-    explore_epsilon: float = knob(0.0, "share of training tokens drawn uniformly from the allowed ones",
-                                  at_least=0, at_most=1)
-    explore_decay_episodes: int | None = knob(None, "episodes over which epsilon falls linearly to 0; "
-                                              "null: constant", above=0)
-    self_imitation: float = knob(0.0, "weight of the self-imitation loss on replayed correct episodes",
-                                 at_least=0)
-    self_imitation_batch: int = knob(64, "replayed episodes per update (split evenly over stages)",
-                                     above=0, at_most=2**16)
-    self_imitation_capacity: int = knob(1024, "correct episodes kept per stage (the newest)",
-                                        above=0, at_most=2**20)
+    novelty_bonus: float = knob(
+        0.0, "weight of the count-based bonus for rarely seen machine states", at_least=0, declared_only=True
+    )
+    explore_epsilon: float = knob(
+        0.0, "share of training tokens drawn uniformly from the allowed ones", at_least=0, at_most=1
+    )
+    explore_decay_episodes: int | None = knob(
+        None, "episodes over which epsilon falls linearly to 0; null: constant", above=0
+    )
+    self_imitation: float = knob(0.0, "weight of the self-imitation loss on replayed correct episodes", at_least=0)
+    self_imitation_batch: int = knob(
+        64, "replayed episodes per update (split evenly over stages)", above=0, at_most=2**16
+    )
+    self_imitation_capacity: int = knob(1024, "correct episodes kept per stage (the newest)", above=0, at_most=2**20)
     # model
-    init: str = knob("batch_mean", "initial GRU state: batch_mean (the tutorial's: every episode starts "
-                     "from the batch's mean context) or episode (its own context)", allowed=INITS)
+    init: str = knob(
+        "batch_mean",
+        "initial GRU state: batch_mean (the tutorial's: every episode starts "
+        "from the batch's mean context) or episode (its own context)",
+        allowed=INITS,
+    )
     hidden_size: int = knob(96, "GRU and embedding width", above=0, at_most=4096)
-    policy_head: str = knob("shared", "policy outputs: shared, or per_stage (one block per stage)",
-                            allowed=POLICY_HEADS)
+    policy_head: str = knob(
+        "shared", "policy outputs: shared, or per_stage (one block per stage)", allowed=POLICY_HEADS
+    )
     # algorithm
-    loss: str = knob("summed_baseline", "A2C loss: summed_baseline (the tutorial's: every token counts, "
-                     "baseline = sum of values) or masked (tokens after ANS masked, per-step baseline)",
-                     allowed=LOSSES)
+    loss: str = knob(
+        "summed_baseline",
+        "A2C loss: summed_baseline (the tutorial's: every token counts, "
+        "baseline = sum of values) or masked (tokens after ANS masked, per-step baseline)",
+        allowed=LOSSES,
+    )
     lr: float = knob(3e-4, "Adam learning rate", above=0)
     entropy_coef: float = knob(0.01, "weight of the entropy bonus", at_least=0)
-    newest_stage_entropy_coef: float | None = knob(None, "entropy weight on the newest stage's episodes; "
-                                                   "null: entropy_coef", at_least=0)
+    newest_stage_entropy_coef: float | None = knob(
+        None, "entropy weight on the newest stage's episodes; null: entropy_coef", at_least=0
+    )
     value_coef: float = knob(0.5, "weight of the value loss", at_least=0)
     grad_clip: float = knob(1.0, "maximum gradient norm", above=0)
     normalize_advantage: bool = knob(False, "masked loss: normalise advantages over the batch")
     # curriculum and schedule
-    curriculum: str = knob("one_stage", "which stages a batch holds: one_stage (the tutorial's fixed schedule, "
-                           "one stage per batch), mixed (that schedule, unlocked stages mixed) or mastery "
-                           "(next stage unlocked at mastery_threshold)", allowed=CURRICULA)
-    mastery_threshold: float = knob(0.95, "greedy success on the newest stage that unlocks the next",
-                                    above=0, at_most=1)
+    curriculum: str = knob(
+        "one_stage",
+        "which stages a batch holds: one_stage (the tutorial's fixed schedule, "
+        "one stage per batch), mixed (that schedule, unlocked stages mixed) or mastery "
+        "(next stage unlocked at mastery_threshold)",
+        allowed=CURRICULA,
+    )
+    mastery_threshold: float = knob(
+        0.95, "greedy success on the newest stage that unlocks the next", above=0, at_most=1
+    )
     batch_size: int = knob(192, "episodes per update", above=0, at_most=2**16)
     updates: int = knob(60, "training updates (the budget)", above=0)
     eval_every: int = knob(5, "updates between greedy evaluations", above=0)
     eval_episodes: int = knob(128, "greedy episodes per stage in each evaluation", above=0, at_most=100_000)
-    final_eval_episodes: int = knob(1000, "greedy episodes per stage in the final evaluation",
-                                    above=0, at_most=100_000)
-    stop_at_success: float | None = knob(None, "end early once greedy success >= this on every stage; "
-                                         "null: never", above=0, at_most=1)
+    final_eval_episodes: int = knob(1000, "greedy episodes per stage in the final evaluation", above=0, at_most=100_000)
+    stop_at_success: float | None = knob(
+        None, "end early once greedy success >= this on every stage; null: never", above=0, at_most=1
+    )
     explain_samples: int = knob(5, "greedy episodes per stage spelled out in the result", at_least=0, at_most=1000)
     # execution
     seed: int = knob(0, "seed of the weights, the tasks and the sampling", at_least=0, at_most=MAX_SEED)
-    device: str = knob("auto", f"where to train: {DEVICES} (auto: CUDA when available)")
+    device: str = knob("auto", "where to train (auto: CUDA when available)")
     num_threads: int = knob(1, "torch threads of the process that trains", above=0, at_most=1024)
 
     def __post_init__(self):
@@ -132,8 +164,10 @@ class TrainConfig:
         if self.variant != "declared":
             for field in fields(self):
                 if field.metadata["declared_only"] and getattr(self, field.name) != field.default:
-                    raise ConfigError(f"{field.name}: applies to variant declared only "
-                                      f"(got {getattr(self, field.name)!r} with {self.variant})")
+                    raise ConfigError(
+                        f"{field.name}: applies to variant declared only "
+                        f"(got {getattr(self, field.name)!r} with {self.variant})"
+                    )
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -142,10 +176,14 @@ class TrainConfig:
     @classmethod
     def field_help(cls) -> list[tuple[str, str, str]]:
         """(name, default, what is allowed and what it does) of every field, for help output."""
-        return [(f.name, repr(f.default), f"{_allowed_text(f)}: {f.metadata['doc']}") for f in fields(cls)]
+        rows = []
+        for f in fields(cls):
+            old_name = f"; 'tutorial' is read as {f.default}" if f.name in TUTORIAL_ALIASES else ""
+            rows.append((f.name, repr(f.default), f"{_allowed_text(f)}: {f.metadata['doc']}{old_name}"))
+        return rows
 
     @classmethod
-    def from_dict(cls, values: dict, where: str = "train") -> "TrainConfig":
+    def from_dict(cls, values: dict, where: str = "train") -> TrainConfig:
         """Build from YAML-like values: unknown keys refused, numbers given as strings accepted."""
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: must be a mapping of TrainConfig fields (got {type(values).__name__})")
@@ -155,7 +193,7 @@ class TrainConfig:
         types = {f.name: f.type for f in fields(cls)}
         return cls(**{name: coerce(value, types[name]) for name, value in values.items()})
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict:
@@ -197,8 +235,11 @@ def _check_rule(name: str, value, field) -> None:
     if rule["allowed"] and value not in rule["allowed"]:
         raise ConfigError(f"{name}: must be one of {', '.join(rule['allowed'])} (got {value!r})")
     above, at_least, at_most = rule["above"], rule["at_least"], rule["at_most"]
-    if (above is not None and value <= above) or (at_least is not None and value < at_least) \
-            or (at_most is not None and value > at_most):
+    if (
+        (above is not None and value <= above)
+        or (at_least is not None and value < at_least)
+        or (at_most is not None and value > at_most)
+    ):
         raise ConfigError(f"{name}: must be {_range_text(field)} (got {value!r})")
 
 

@@ -29,8 +29,8 @@ class Curriculum:
         self.kind = kind
         self.threshold = threshold
         self.num_stages = num_stages
-        self.unlocked = 1                  # mastery only: stages 0..unlocked-1 are trained
-        self.unlocked_at_episode = [0]     # mastery only: episodes trained when each stage unlocked
+        self.unlocked = 1  # mastery only: stages 0..unlocked-1 are trained
+        self.unlocked_at_episode = [0]  # mastery only: episodes trained when each stage unlocked
 
     def batch_stages(self, update: int, batch_size: int, device=None) -> torch.Tensor:
         """LongTensor[B] of the stage of each episode in the batch of `update` (1-based)."""

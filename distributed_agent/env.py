@@ -51,8 +51,9 @@ it ends the episode without an answer (invalid_action="end").
 Path shaping (declared only, weight path_shaping, default 0): a stage-2 episode that answers earns
 path_shaping x (the share of these solution states it passed through): memory stored a*b+c; the
 accumulator held d*e with the memory set; RCL made d*e the pending operand. It hands the agent the
-solution's intermediate states, so results with it are not "emergent" memory use. Shortest programs: stage 0 MUL ADD ANS; stage 1 MUL ADD SUB
-ANS; stage 2 MUL ADD STO MUL RCL SUB ANS (7 tokens, so the declared variant emits 8 by default).
+solution's intermediate states, so results with it are not "emergent" memory use.
+Shortest programs: stage 0 MUL ADD ANS; stage 1 MUL ADD SUB ANS; stage 2 MUL ADD STO MUL RCL SUB
+ANS (7 tokens, so the declared variant emits 8 by default).
 Without STO and RCL no program reaches (a*b+c)-(d*e) for every operand.
 """
 
@@ -71,8 +72,17 @@ MACHINE_STATES = 2 * 2 * 2 * 6  # declared: which of acc, mem, pending are set, 
 DEFAULT_MAX_LEN = {"shifted": 6, "declared": 8}
 TUTORIAL_MAX_STEPS = 7  # the tutorial stops reading after 7 tokens; with its 6 it never cuts in
 
-TOKEN_NAMES = {**{i: str(i) for i in range(10)}, CTX: "CTX", MUL: "MUL", ADD: "ADD", SUB: "SUB",
-               ANS: "ANS", STO: "STO", RCL: "RCL", EOS: "EOS"}
+TOKEN_NAMES = {
+    **{i: str(i) for i in range(10)},
+    CTX: "CTX",
+    MUL: "MUL",
+    ADD: "ADD",
+    SUB: "SUB",
+    ANS: "ANS",
+    STO: "STO",
+    RCL: "RCL",
+    EOS: "EOS",
+}
 TARGET_FORMULAS = ("a*b+c", "(a*b+c)-d", "(a*b+c)-(d*e)")
 TUTORIAL_SCORED_FORMULAS = ("a*b", "a*b+c", "(a*b+c)-d")
 
@@ -109,20 +119,27 @@ def _stage_tensor(stage, operands: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Outcome:
     """Everything the scoring of one batch knows, per episode."""
-    reward: torch.Tensor    # FloatTensor[B]
-    correct: torch.Tensor   # BoolTensor[B]
+
+    reward: torch.Tensor  # FloatTensor[B]
+    correct: torch.Tensor  # BoolTensor[B]
     answered: torch.Tensor  # BoolTensor[B]: ANS was emitted (within the steps read)
-    answer: torch.Tensor    # LongTensor[B]: value at ANS (meaningless where answer_set is False)
+    answer: torch.Tensor  # LongTensor[B]: value at ANS (meaningless where answer_set is False)
     answer_set: torch.Tensor  # BoolTensor[B]: ANS found a value to give
-    target: torch.Tensor    # LongTensor[B]: what `correct` compares the answer with
+    target: torch.Tensor  # LongTensor[B]: what `correct` compares the answer with
     machine_states: torch.Tensor | None = None  # declared: LongTensor[B, T], MACHINE_STATES codes, -1 once over
 
 
 class ToolEnv:
     """The rules of one TrainConfig (which checked the values: see config.py)."""
 
-    def __init__(self, variant: str = "shifted", max_len: int | None = None,
-                 answer_shaping: float = 0.2, path_shaping: float = 0.0, invalid_action: str = "noop"):
+    def __init__(
+        self,
+        variant: str = "shifted",
+        max_len: int | None = None,
+        answer_shaping: float = 0.2,
+        path_shaping: float = 0.0,
+        invalid_action: str = "noop",
+    ):
         self.variant = variant
         self.max_len = DEFAULT_MAX_LEN[variant] if max_len is None else int(max_len)
         self.answer_shaping = answer_shaping
@@ -141,12 +158,13 @@ class ToolEnv:
     def context(operands: torch.Tensor, stage) -> torch.Tensor:
         """The padded context LongTensor[B, L] that shows these operands at these stages."""
         stage = _stage_tensor(stage, operands)
-        shown = torch.tensor(OPERANDS_SHOWN, device=operands.device)[stage]     # [B]
+        shown = torch.tensor(OPERANDS_SHOWN, device=operands.device)[stage]  # [B]
         width = int(shown.max()) + 1
-        position = torch.arange(width, device=operands.device).unsqueeze(0)     # [1, L]
+        position = torch.arange(width, device=operands.device).unsqueeze(0)  # [1, L]
         padded_operands = torch.cat([operands, operands[:, :1]], 1)[:, :width]  # width <= 6
-        return torch.where(position < shown[:, None], padded_operands,
-                           torch.where(position == shown[:, None], CTX, EOS))
+        return torch.where(
+            position < shown[:, None], padded_operands, torch.where(position == shown[:, None], CTX, EOS)
+        )
 
     def score(self, actions: torch.Tensor, operands: torch.Tensor, stage):
         """(reward FloatTensor[B], correct BoolTensor[B]) of action sequences LongTensor[B, T]."""
@@ -168,8 +186,15 @@ class ToolEnv:
             # Stage-2 episodes that answer earn a share of the bonus per solution state reached.
             bonus = self.path_shaping * path_progress * (answered & (stage == 2))
             reward = reward + bonus.float()
-        return Outcome(reward, correct, answered, answer, answer_set, target,
-                       machine_states if self.variant == "declared" else None)
+        return Outcome(
+            reward,
+            correct,
+            answered,
+            answer,
+            answer_set,
+            target,
+            machine_states if self.variant == "declared" else None,
+        )
 
     def _reward(self, correct, answer, has_value, operands, stage):
         # Computed in float64 in the tutorial's order of operations, then rounded once to float32,
@@ -180,9 +205,14 @@ class ToolEnv:
             return (has_value & (answer == goal)).double()
 
         shaped = torch.where(
-            stage == 0, 0.25 * hit(g0) + 0.5 * hit(g1),
-            torch.where(stage == 1, 0.25 * hit(g0) + 0.5 * hit(g1) + 0.75 * hit(g2),
-                        0.2 * hit(g0) + 0.4 * hit(g1) + 0.6 * hit(g4) + 0.6 * hit(g3)))
+            stage == 0,
+            0.25 * hit(g0) + 0.5 * hit(g1),
+            torch.where(
+                stage == 1,
+                0.25 * hit(g0) + 0.5 * hit(g1) + 0.75 * hit(g2),
+                0.2 * hit(g0) + 0.4 * hit(g1) + 0.6 * hit(g4) + 0.6 * hit(g3),
+            ),
+        )
         return (correct.double() + self.answer_shaping * (0.0 + shaped)).float()
 
     def _run_shifted(self, actions, operands, stage):

@@ -17,9 +17,14 @@ FINAL_TAG, EXPLAIN_TAG = -1, -2
 
 def evaluation_metrics(evaluation: Evaluation) -> dict:
     """Flat dict with the same keys every time (Tune's progress.csv fixes its columns once)."""
-    return {"update": evaluation.update, "episodes": evaluation.episodes, "stage": evaluation.stage,
-            "loss": evaluation.loss, "seconds": evaluation.seconds,
-            **stage_metrics(evaluation.success, evaluation.reward)}
+    return {
+        "update": evaluation.update,
+        "episodes": evaluation.episodes,
+        "stage": evaluation.stage,
+        "loss": evaluation.loss,
+        "seconds": evaluation.seconds,
+        **stage_metrics(evaluation.success, evaluation.reward),
+    }
 
 
 def evaluation_generator(run: TrainState, tag: int) -> torch.Generator:
@@ -58,14 +63,16 @@ def explain(run: TrainState, samples: int | None = None) -> list[dict]:
         operands, actions, outcome = greedy_rollouts(run, stage, samples, generator)
         declared = declared_target(operands, stage)
         for i in range(samples):
-            explained.append({
-                "stage": stage,
-                "context": operands[i, :OPERANDS_SHOWN[stage]].tolist(),
-                "target": f"{TARGET_FORMULAS[stage]} = {declared[i].item()}",
-                "scored_against": outcome.target[i].item(),
-                "actions": tokens_to_text(actions[i]),
-                "answer": outcome.answer[i].item() if outcome.answer_set[i] and outcome.answered[i] else None,
-                "correct": bool(outcome.correct[i]),
-                "reward": round(outcome.reward[i].item(), 4),
-            })
+            explained.append(
+                {
+                    "stage": stage,
+                    "context": operands[i, : OPERANDS_SHOWN[stage]].tolist(),
+                    "target": f"{TARGET_FORMULAS[stage]} = {declared[i].item()}",
+                    "scored_against": outcome.target[i].item(),
+                    "actions": tokens_to_text(actions[i]),
+                    "answer": outcome.answer[i].item() if outcome.answer_set[i] and outcome.answered[i] else None,
+                    "correct": bool(outcome.correct[i]),
+                    "reward": round(outcome.reward[i].item(), 4),
+                }
+            )
     return explained

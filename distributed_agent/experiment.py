@@ -15,12 +15,9 @@ state file can neither stop an experiment from resuming nor run code.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import os
 import re
-import socket
 import uuid
 from dataclasses import dataclass, field
 
@@ -32,7 +29,6 @@ from .spec import ExperimentSpec
 from .storage import Storage
 
 SPEC_FILE = "spec.yaml"
-LOCK_FILE = "driver.lock"
 OUTCOME_FILE = "outcome.json"
 STATE_FILE = "trainer_state.pt"
 TRIAL_DIR = re.compile(r"^trial_(?P<key>[A-Za-z0-9_]+?)(?:\.r(?P<attempt>\d+))?$")
@@ -53,73 +49,16 @@ def trial_keys(count: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# One driver per experiment
-# ---------------------------------------------------------------------------------------------
-
-class ExperimentLock:
-    """An exclusive lock on the experiment folder, held while the driver runs.
-
-    Locally it is an flock, released by the kernel when the holder dies, so the successor of a
-    killed driver takes it over without any clean-up. On object storage there is no such lock:
-    a lock file names its holder and is removed at the end; a stale one must be deleted by hand.
-    """
-
-    def __init__(self, storage: Storage, name: str):
-        self.storage, self.name = storage, name
-        self.file = None      # the open lock file (local storage)
-        self.held = False
-
-    def acquire(self) -> None:
-        where = self.storage.uri_of(self.name)
-        holder = {"pid": os.getpid(), "host": socket.gethostname()}
-        if self.storage.local:
-            self.file = open(self.storage.path(self.name, LOCK_FILE), "a+")
-            try:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.file.seek(0)
-                text = self.file.read().strip() or "an unknown process"
-                self.file.close()
-                self.file = None
-                raise ConfigError(f"experiment {where} is in use by another driver ({text}); wait for it "
-                                  "to end or stop it, then --resume") from None
-            self.file.seek(0)
-            self.file.truncate()
-            self.file.write(f"pid {holder['pid']} on {holder['host']}")
-            self.file.flush()
-            self.held = True
-        else:
-            if self.storage.exists(self.name, LOCK_FILE):
-                text = self.storage.read_text(self.name, LOCK_FILE).strip()
-                raise ConfigError(f"experiment {where} is in use by another driver ({text}); if that driver "
-                                  f"is gone, delete {self.storage.uri_of(self.name, LOCK_FILE)} and --resume")
-            self.storage.write_text(f"pid {holder['pid']} on {holder['host']}", self.name, LOCK_FILE)
-            self.held = True
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        if self.storage.local:
-            self.file.close()  # the file stays: removing it would race with a waiting successor
-            self.file = None
-        else:
-            try:
-                self.storage.fs.delete_file(self.storage.path(self.name, LOCK_FILE))
-            except OSError:
-                pass
-        self.held = False
-
-
-# ---------------------------------------------------------------------------------------------
 # Reading trial folders
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Attempt:
     dirname: str
     number: int
-    params: dict | None               # Tune's params.json: the trial's config
-    outcome: dict | None              # outcome.json, written by the driver when the attempt ended
+    params: dict | None  # Tune's params.json: the trial's config
+    outcome: dict | None  # outcome.json, written by the driver when the attempt ended
     results: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -195,8 +134,13 @@ def scan_trials(storage: Storage, name: str) -> dict[str, TrialRecord]:
         problems: list[str] = []
         params = read_json(storage, name, dirname, "params.json")
         outcome = read_json(storage, name, dirname, OUTCOME_FILE)
-        attempt = Attempt(dirname, int(match["attempt"] or 0), params if isinstance(params, dict) else None,
-                          outcome if isinstance(outcome, dict) else None, problems=problems)
+        attempt = Attempt(
+            dirname,
+            int(match["attempt"] or 0),
+            params if isinstance(params, dict) else None,
+            outcome if isinstance(outcome, dict) else None,
+            problems=problems,
+        )
         attempt.results = read_result_lines(storage, f"{name}/{dirname}", problems)
         records.setdefault(match["key"], TrialRecord(match["key"], [])).attempts.append(attempt)
     for record in records.values():
@@ -211,8 +155,11 @@ def newest_checkpoint(storage: Storage, name: str, record: TrialRecord) -> str |
     for attempt in reversed(record.attempts):
         for checkpoint in reversed([d for d in storage.list_dirs(name, attempt.dirname) if CHECKPOINT_DIR.match(d)]):
             try:
-                state = torch.load(io.BytesIO(storage.read_bytes(name, attempt.dirname, checkpoint, STATE_FILE)),
-                                   map_location="cpu", weights_only=True)
+                state = torch.load(
+                    io.BytesIO(storage.read_bytes(name, attempt.dirname, checkpoint, STATE_FILE)),
+                    map_location="cpu",
+                    weights_only=True,
+                )
             except Exception:  # missing, truncated or foreign: try the one before
                 continue
             if isinstance(state, dict) and "model" in state and "update" in state:
@@ -233,15 +180,19 @@ def hyperparameters(params: dict | None) -> dict | None:
 # What is left to run
 # ---------------------------------------------------------------------------------------------
 
+
 def planned_trials(spec: ExperimentSpec) -> list[dict]:
     """The trials of a grid/random spec, in order, with their keys (fixed by the spec alone)."""
     variants = spec.variants()
-    return [{"key": key, "attempt": 0, "resume_from": None, "hp": params}
-            for key, params in zip(trial_keys(len(variants)), variants)]
+    return [
+        {"key": key, "attempt": 0, "resume_from": None, "hp": params}
+        for key, params in zip(trial_keys(len(variants)), variants)
+    ]
 
 
-def remaining_trials(spec: ExperimentSpec, storage: Storage, records: dict[str, TrialRecord],
-                     restart_errored: bool) -> tuple[list[dict], int]:
+def remaining_trials(
+    spec: ExperimentSpec, storage: Storage, records: dict[str, TrialRecord], restart_errored: bool
+) -> tuple[list[dict], int]:
     """(trials to run now, Optuna samples still to draw) to finish the experiment from its folders."""
     if spec.search_alg == "optuna":
         known = [(record, hyperparameters(record.params)) for record in records.values()]
@@ -249,17 +200,28 @@ def remaining_trials(spec: ExperimentSpec, storage: Storage, records: dict[str, 
         todo = [_continuation(storage, spec.name, record, hp, restart_errored) for record, hp in known]
         configs: dict[str, set] = {}
         for _, hp in known:
-            configs.setdefault(json.dumps({k: v for k, v in hp.items() if k != "seed"}, sort_keys=True),
-                               set()).add(hp.get("seed"))
+            configs.setdefault(json.dumps({k: v for k, v in hp.items() if k != "seed"}, sort_keys=True), set()).add(
+                hp.get("seed")
+            )
         for config, seeds in configs.items():  # repeats of a sampled config the driver never started
-            todo += [{"key": uuid.uuid4().hex[:8], "attempt": 0, "resume_from": None,
-                      "hp": {**json.loads(config), "seed": seed}} for seed in spec.seeds if seed not in seeds]
+            todo += [
+                {
+                    "key": uuid.uuid4().hex[:8],
+                    "attempt": 0,
+                    "resume_from": None,
+                    "hp": {**json.loads(config), "seed": seed},
+                }
+                for seed in spec.seeds
+                if seed not in seeds
+            ]
         return [t for t in todo if t is not None], max(0, spec.samples - len(configs))
     plan = planned_trials(spec)
     strangers = sorted(set(records) - {planned["key"] for planned in plan})
     if strangers:
-        raise ConfigError(f"--resume: {storage.uri_of(spec.name)} holds trial folders this spec does not plan "
-                          f"(e.g. trial_{strangers[0]}); was it started by an older version?")
+        raise ConfigError(
+            f"--resume: {storage.uri_of(spec.name)} holds trial folders this spec does not plan "
+            f"(e.g. trial_{strangers[0]}); was it started by an older version?"
+        )
     todo = []
     for planned in plan:
         record = records.get(planned["key"])
@@ -268,8 +230,10 @@ def remaining_trials(spec: ExperimentSpec, storage: Storage, records: dict[str, 
             continue
         recorded = hyperparameters(record.params)
         if recorded is not None and recorded != planned["hp"]:
-            raise ConfigError(f"--resume: {record.attempts[0].dirname} was run with {recorded}, but the spec "
-                              f"plans {planned['hp']} for it; the folder does not belong to this spec")
+            raise ConfigError(
+                f"--resume: {record.attempts[0].dirname} was run with {recorded}, but the spec "
+                f"plans {planned['hp']} for it; the folder does not belong to this spec"
+            )
         todo.append(_continuation(storage, spec.name, record, planned["hp"], restart_errored))
     return [t for t in todo if t is not None], 0
 
@@ -287,13 +251,18 @@ def _continuation(storage: Storage, name: str, record: TrialRecord, hp: dict, re
         return None
     errored = (record.outcome or {}).get("status") == "errored"
     start_over = errored and restart_errored
-    return {"key": record.key, "attempt": record.attempts[-1].number + 1, "hp": hp,
-            "resume_from": None if start_over else newest_checkpoint(storage, name, record)}
+    return {
+        "key": record.key,
+        "attempt": record.attempts[-1].number + 1,
+        "hp": hp,
+        "resume_from": None if start_over else newest_checkpoint(storage, name, record),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # The spec saved beside the runs
 # ---------------------------------------------------------------------------------------------
+
 
 def check_saved_spec(spec: ExperimentSpec, storage: Storage) -> None:
     where = storage.uri_of(spec.name, SPEC_FILE)
@@ -304,8 +273,10 @@ def check_saved_spec(spec: ExperimentSpec, storage: Storage) -> None:
     except ConfigError:
         raise ConfigError(f"--resume: {where} is damaged; restore it from the spec file you started with") from None
     if saved != spec_record(spec):
-        raise ConfigError(f"--resume: the spec differs from the one {storage.uri_of(spec.name)} was started with "
-                          f"({where}); resume with that spec or start a new experiment name")
+        raise ConfigError(
+            f"--resume: the spec differs from the one {storage.uri_of(spec.name)} was started with "
+            f"({where}); resume with that spec or start a new experiment name"
+        )
 
 
 def save_spec(spec: ExperimentSpec, storage: Storage) -> None:

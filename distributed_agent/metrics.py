@@ -7,9 +7,9 @@ from .env import NUM_STAGES
 
 STAGES = tuple(f"stage{s}" for s in range(NUM_STAGES))
 SUCCESS = tuple(f"success/{s}" for s in STAGES)  # greedy share of correct answers, per stage
-REWARD = tuple(f"reward/{s}" for s in STAGES)    # mean reward with the shaping bonus, per stage
-SUCCESS_MIN = "success/min"                      # the weakest stage: the headline number
-OBJECTIVES = (SUCCESS_MIN, *SUCCESS, *REWARD)    # what a spec may optimise
+REWARD = tuple(f"reward/{s}" for s in STAGES)  # mean reward with the shaping bonus, per stage
+SUCCESS_MIN = "success/min"  # the weakest stage: the headline number
+OBJECTIVES = (SUCCESS_MIN, *SUCCESS, *REWARD)  # what a spec may optimise
 
 
 def stage_metrics(success: list[float], reward: list[float]) -> dict:

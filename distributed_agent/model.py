@@ -18,8 +18,8 @@ from .fused_rollout import fused_rollout
 @dataclass
 class Rollout:
     actions: torch.Tensor  # LongTensor[B, T]
-    logits: torch.Tensor   # FloatTensor[B, T, V], after the action mask
-    values: torch.Tensor   # FloatTensor[B, T]
+    logits: torch.Tensor  # FloatTensor[B, T, V], after the action mask
+    values: torch.Tensor  # FloatTensor[B, T]
 
 
 class ActorCritic(nn.Module):
@@ -33,8 +33,14 @@ class ActorCritic(nn.Module):
     The option names are config.INITS and config.POLICY_HEADS (checked there).
     """
 
-    def __init__(self, hidden_size: int = 96, init: str = "episode", num_stages: int = NUM_STAGES,
-                 vocab_size: int = VOCAB_SIZE, policy_head: str = "shared"):
+    def __init__(
+        self,
+        hidden_size: int = 96,
+        init: str = "episode",
+        num_stages: int = NUM_STAGES,
+        vocab_size: int = VOCAB_SIZE,
+        policy_head: str = "shared",
+    ):
         super().__init__()
         self.init = init
         self.vocab_size = vocab_size
@@ -46,7 +52,7 @@ class ActorCritic(nn.Module):
         self.value_head = nn.Linear(hidden_size, 1)
 
     def initial_state(self, context: torch.Tensor, stage: torch.Tensor) -> torch.Tensor:
-        embedded = self.token_embedding(context)                       # [B, L, d]
+        embedded = self.token_embedding(context)  # [B, L, d]
         if self.init == "batch_mean":
             # The tutorial computes tanh(mean_j(ctx_mean[j] + stage[i])) through a [B, B, d] tensor;
             # the mean over j of ctx_mean[j] is the batch mean, so this is the same value in O(B).
@@ -56,8 +62,16 @@ class ActorCritic(nn.Module):
             context_mean = (embedded * real).sum(1) / real.sum(1)
         return torch.tanh(context_mean + self.stage_embedding(stage))
 
-    def rollout(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *, noise: torch.Tensor | None = None,
-                action_mask: torch.Tensor | None = None, forced: torch.Tensor | None = None) -> Rollout:
+    def rollout(
+        self,
+        context: torch.Tensor,
+        stage: torch.Tensor,
+        steps: int,
+        *,
+        noise: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        forced: torch.Tensor | None = None,
+    ) -> Rollout:
         """Emit `steps` tokens, each fed back as the next input, starting from CTX.
 
         noise: Gumbel noise [T, B, V] (`gumbel_noise`): each token is argmax(logits + noise), a sample
@@ -86,8 +100,16 @@ class ActorCritic(nn.Module):
             values.append(self.value_head(hidden).squeeze(-1))
         return Rollout(torch.stack(actions, 1), torch.stack(logits_per_step, 1), torch.stack(values, 1))
 
-    def forward(self, context: torch.Tensor, stage: torch.Tensor, steps: int, *, noise: torch.Tensor | None = None,
-                action_mask: torch.Tensor | None = None, forced: torch.Tensor | None = None) -> Rollout:
+    def forward(
+        self,
+        context: torch.Tensor,
+        stage: torch.Tensor,
+        steps: int,
+        *,
+        noise: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        forced: torch.Tensor | None = None,
+    ) -> Rollout:
         """`rollout(...)`, computed by the fused kernel (fused_rollout.py)."""
         return Rollout(*fused_rollout(self, context, stage, steps, noise, action_mask, forced))
 

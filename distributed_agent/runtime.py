@@ -4,6 +4,8 @@ a library call: the torch thread count and glibc's allocator thresholds."""
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -14,6 +16,18 @@ def apply_process_settings(config: TrainConfig) -> None:
     """Set this process up to train `config`: its torch threads, and freed memory kept for reuse."""
     torch.set_num_threads(config.num_threads)
     keep_freed_memory()
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with `count` torch threads, then restore the process's count. Numbers depend on
+    the thread count (sums are split differently), so `train()` runs under config.num_threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def keep_freed_memory() -> None:

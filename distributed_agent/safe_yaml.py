@@ -17,8 +17,10 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise ConfigError(f"{self.where}: duplicate key {key!r} (line {key_node.start_mark.line + 1}); "
-                                  "each key may appear once")
+                raise ConfigError(
+                    f"{self.where}: duplicate key {key!r} (line {key_node.start_mark.line + 1}); "
+                    "each key may appear once"
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

@@ -1,7 +1,7 @@
 """Experiment specs (YAML): fixed `train:` fields, a `search:` space, seeds and how to run them.
 
     name: default
-    train: {variant: tutorial, loss: masked, ...}     # any TrainConfig field, fixed for all trials
+    train: {variant: shifted, loss: masked, ...}      # any TrainConfig field, fixed for all trials
     search:                                          # any TrainConfig field, one of:
       lr: {loguniform: [1.0e-3, 1.0e-2]}             #   grid / choice: [values]
       entropy_coef: {grid: [0.01, 0.03]}             #   uniform / loguniform: [low, high]
@@ -10,6 +10,7 @@
     samples: 1            # draws of the random dimensions (grid dimensions are crossed with them)
     search_alg: random    # or optuna (pip install 'distributed_agent[optuna]')
     scheduler: fifo       # or asha (stops weak trials early on the metric)
+    asha: {grace_period: 2, reduction_factor: 2}   # grace period in evaluations, like every unit below
     resources: {cpu: 1, gpu: 0}
     max_failures: 2
     report_every: 1       # evaluations between reports to Tune (each costs the driver work)
@@ -17,6 +18,8 @@
     metric: success/min
     mode: max
 
+Units: train.eval_every counts updates; report_every, checkpoint_every and asha.grace_period count
+evaluations (the scheduler's time is the trial's `evaluation` counter, not Tune's reports).
 Everything is checked before Ray starts; an error names the field and what is allowed.
 """
 
@@ -29,7 +32,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from .config import ConfigError, TrainConfig, coerce
 from .metrics import OBJECTIVES
 from .safe_yaml import load_yaml
@@ -38,9 +40,23 @@ DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "optuna")
 SCHEDULERS = ("fifo", "asha")
 MODES = ("max", "min")
-TOP_LEVEL = ("name", "description", "train", "search", "seeds", "samples", "search_alg", "scheduler",
-             "asha", "resources", "max_failures", "report_every", "checkpoint_every", "metric",
-             "mode")
+TOP_LEVEL = (
+    "name",
+    "description",
+    "train",
+    "search",
+    "seeds",
+    "samples",
+    "search_alg",
+    "scheduler",
+    "asha",
+    "resources",
+    "max_failures",
+    "report_every",
+    "checkpoint_every",
+    "metric",
+    "mode",
+)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -70,7 +86,7 @@ class ExperimentSpec:
     samples: int = 1
     search_alg: str = "random"
     scheduler: str = "fifo"
-    asha_grace_period: int = 2        # in evaluations
+    asha_grace_period: int = 2  # in evaluations
     asha_reduction_factor: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -127,7 +143,9 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
         raise ConfigError(f"{unknown[0]}: unknown spec field; allowed: {', '.join(TOP_LEVEL)}")
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"name: must be letters, digits, '_', '-' or '.', starting with a letter or digit (got {name!r})")
+        raise ConfigError(
+            f"name: must be letters, digits, '_', '-' or '.', starting with a letter or digit (got {name!r})"
+        )
     train = TrainConfig.from_dict(raw.get("train") or {}, where="train")
     search = _parse_search(raw.get("search") or {}, train)
     seeds = _parse_seeds(raw.get("seeds", 1))
@@ -151,27 +169,42 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
     report_every = _int_field(raw, "report_every", 1, minimum=1)
     checkpoint_every = _int_field(raw, "checkpoint_every", 5, minimum=1)
     if checkpoint_every % report_every:
-        raise ConfigError(f"checkpoint_every: must be a multiple of report_every ({report_every}), "
-                          f"since checkpoints travel with reports (got {checkpoint_every})")
+        raise ConfigError(
+            f"checkpoint_every: must be a multiple of report_every ({report_every}), "
+            f"since checkpoints travel with reports (got {checkpoint_every})"
+        )
     metric = _choice_field(raw, "metric", "success/min", OBJECTIVES)
     mode = _choice_field(raw, "mode", "max", MODES)
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError("description: must be a string")
     return ExperimentSpec(
-        name=name, train=train, search=search, seeds=seeds, samples=samples, search_alg=search_alg,
+        name=name,
+        train=train,
+        search=search,
+        seeds=seeds,
+        samples=samples,
+        search_alg=search_alg,
         scheduler=scheduler,
         asha_grace_period=_int_field(asha, "grace_period", 2, minimum=1, prefix="asha."),
         asha_reduction_factor=_int_field(asha, "reduction_factor", 2, minimum=2, prefix="asha."),
-        cpus_per_trial=cpus, gpus_per_trial=gpus,
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
         max_failures=_int_field(raw, "max_failures", 2, minimum=0),
-        report_every=report_every, checkpoint_every=checkpoint_every,
-        metric=metric, mode=mode, description=description, source=raw)
+        report_every=report_every,
+        checkpoint_every=checkpoint_every,
+        metric=metric,
+        mode=mode,
+        description=description,
+        source=raw,
+    )
 
 
 def _parse_search(raw, train: TrainConfig) -> tuple[Dimension, ...]:
     if not isinstance(raw, dict):
-        raise ConfigError("search: must be a mapping of TrainConfig field -> {grid|choice|uniform|loguniform|randint: ...}")
+        raise ConfigError(
+            "search: must be a mapping of TrainConfig field -> {grid|choice|uniform|loguniform|randint: ...}"
+        )
     allowed = [n for n in TrainConfig.field_names() if n != "seed"]
     types = TrainConfig.__dataclass_fields__
     dimensions = []
@@ -182,8 +215,10 @@ def _parse_search(raw, train: TrainConfig) -> tuple[Dimension, ...]:
         if name not in allowed:
             raise ConfigError(f"{where}: unknown field; allowed: {', '.join(allowed)}")
         if not isinstance(rule, dict) or len(rule) != 1:
-            raise ConfigError(f"{where}: must be one of {{grid: [...]}}, {{choice: [...]}}, "
-                              "{uniform: [low, high]}, {loguniform: [low, high]}, {randint: [low, high]}")
+            raise ConfigError(
+                f"{where}: must be one of {{grid: [...]}}, {{choice: [...]}}, "
+                "{uniform: [low, high]}, {loguniform: [low, high]}, {randint: [low, high]}"
+            )
         kind, values = next(iter(rule.items()))
         if kind not in DISTRIBUTIONS:
             raise ConfigError(f"{where}: unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}")
@@ -219,8 +254,12 @@ def _parse_seeds(raw) -> tuple[int, ...]:
         if raw < 1:
             raise ConfigError(f"seeds: must be a count >= 1 or a list of distinct integers (got {raw})")
         return tuple(range(raw))
-    if isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) for s in raw) \
-            and len(set(raw)) == len(raw):
+    if (
+        isinstance(raw, list)
+        and raw
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in raw)
+        and len(set(raw)) == len(raw)
+    ):
         for seed in raw:
             TrainConfig(seed=seed)  # range check, same message as everywhere
         return tuple(raw)

@@ -13,7 +13,7 @@ import torch
 
 from .config import TrainConfig
 from .curriculum import Curriculum
-from .env import Outcome, TOOL_TOKENS, VOCAB_SIZE, ToolEnv
+from .env import TOOL_TOKENS, VOCAB_SIZE, Outcome, ToolEnv
 from .exploration import Exploration, build_methods
 from .model import ActorCritic, Rollout
 from .runtime import resolve_device
@@ -22,13 +22,14 @@ from .runtime import resolve_device
 @dataclass
 class Evaluation:
     """Greedy success (share correct) and mean reward per stage after `update` updates."""
+
     update: int
     episodes: int
-    stage: int                 # the newest stage trained at this point
+    stage: int  # the newest stage trained at this point
     success: list[float]
     reward: list[float]
-    loss: float                # loss of the last update
-    seconds: float             # training time so far
+    loss: float  # loss of the last update
+    seconds: float  # training time so far
 
 
 @dataclass
@@ -39,9 +40,9 @@ class TrainState:
     model: ActorCritic
     optimizer: torch.optim.Optimizer
     curriculum: Curriculum
-    generator: torch.Generator             # every random draw of training
-    action_mask: torch.Tensor | None       # BoolTensor[V] of the tokens the policy may emit
-    exploration: list[Exploration]         # the methods the config switches on
+    generator: torch.Generator  # every random draw of training
+    action_mask: torch.Tensor | None  # BoolTensor[V] of the tokens the policy may emit
+    exploration: list[Exploration]  # the methods the config switches on
     update: int = 0
     episodes: int = 0
     seconds: float = 0.0
@@ -52,11 +53,12 @@ class TrainState:
 @dataclass
 class Batch:
     """One update's episodes, what the exploration hooks see."""
-    operands: torch.Tensor   # LongTensor[B, 5]
-    stages: torch.Tensor     # LongTensor[B]
+
+    operands: torch.Tensor  # LongTensor[B, 5]
+    stages: torch.Tensor  # LongTensor[B]
     rollout: Rollout
     outcome: Outcome
-    reward: torch.Tensor     # FloatTensor[B]: the environment's, then with bonuses
+    reward: torch.Tensor  # FloatTensor[B]: the environment's, then with bonuses
 
 
 def new_run(config: TrainConfig) -> TrainState:
@@ -71,7 +73,14 @@ def new_run(config: TrainConfig) -> TrainState:
     model = ActorCritic(config.hidden_size, config.init, policy_head=config.policy_head).to(device)
     # The fused Adam is 3x faster than the default loop on CPU; it exists on CPU and CUDA.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
-    return TrainState(config=config, device=device, env=env, model=model, optimizer=optimizer,
-                      curriculum=Curriculum(config.curriculum, config.mastery_threshold),
-                      generator=torch.Generator(device).manual_seed(config.seed), action_mask=action_mask,
-                      exploration=build_methods(config, env, device))
+    return TrainState(
+        config=config,
+        device=device,
+        env=env,
+        model=model,
+        optimizer=optimizer,
+        curriculum=Curriculum(config.curriculum, config.mastery_threshold),
+        generator=torch.Generator(device).manual_seed(config.seed),
+        action_mask=action_mask,
+        exploration=build_methods(config, env, device),
+    )

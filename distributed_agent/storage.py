@@ -24,9 +24,9 @@ class StorageFull(Exception):
 
 @dataclass(frozen=True)
 class Storage:
-    uri: str            # what Tune is given: an absolute local path or a URI
-    root: str           # the same place as a path in `fs`
-    fs: object          # pyarrow.fs.FileSystem
+    uri: str  # what Tune is given: an absolute local path or a URI
+    root: str  # the same place as a path in `fs`
+    fs: object  # pyarrow.fs.FileSystem
     local: bool
 
     def path(self, *parts: str) -> str:
@@ -109,7 +109,9 @@ def open_storage(text: str, writable: bool = True) -> Storage:
         filesystem, root = fs.FileSystem.from_uri(text)
     except Exception as error:  # pyarrow's errors name the scheme; keep one line
         reason = str(error).splitlines()[0][:200]
-        raise ConfigError(f"--storage: cannot open {text!r} ({reason}); use a local path, file://, s3:// or gs://")
+        raise ConfigError(
+            f"--storage: cannot open {text!r} ({reason}); use a local path, file://, s3:// or gs://"
+        ) from None
     return Storage(uri=text.rstrip("/"), root=root.rstrip("/"), fs=filesystem, local=False)
 
 

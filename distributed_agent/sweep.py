@@ -15,9 +15,16 @@ import torch
 
 from .bookkeeping import bookkeeping_class
 from .config import ConfigError
-from .experiment import (ExperimentLock, check_saved_spec, planned_trials, remaining_trials, save_spec, scan_trials,
-                         trial_dirname)
+from .experiment import (
+    check_saved_spec,
+    planned_trials,
+    remaining_trials,
+    save_spec,
+    scan_trials,
+    trial_dirname,
+)
 from .local_ray import ray_session
+from .lock import ExperimentLock
 from .spec import ExperimentSpec
 from .storage import Storage, StorageFull, is_storage_full, open_storage
 from .trainable import run_trial
@@ -31,8 +38,10 @@ def check_resources(spec: ExperimentSpec, address: str | None) -> None:
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
     where = f"the cluster at {address}" if address else "this machine"
     if spec.gpus_per_trial > 0 and gpus < spec.gpus_per_trial:
-        raise ConfigError(f"resources.gpu: {spec.gpus_per_trial} GPU per trial asked, but {where} has "
-                          f"{gpus:g} GPU; set resources.gpu: 0 or run on a cluster with GPUs")
+        raise ConfigError(
+            f"resources.gpu: {spec.gpus_per_trial} GPU per trial asked, but {where} has "
+            f"{gpus:g} GPU; set resources.gpu: 0 or run on a cluster with GPUs"
+        )
     if spec.cpus_per_trial > 0 and cpus < spec.cpus_per_trial:
         raise ConfigError(f"resources.cpu: {spec.cpus_per_trial:g} CPU per trial asked, but {where} has {cpus:g}")
 
@@ -44,10 +53,15 @@ def local_gpu_count() -> int:
 def build_trainable(spec: ExperimentSpec, trial_fn=None):
     from ray import tune
 
-    trainable = tune.with_parameters(trial_fn or run_trial, base=spec.train.to_dict(), seeds=spec.seeds,
-                                     checkpoint_every=spec.checkpoint_every, report_every=spec.report_every,
-                                     gpus=spec.gpus_per_trial,
-                                     cpus=spec.cpus_per_trial)
+    trainable = tune.with_parameters(
+        trial_fn or run_trial,
+        base=spec.train.to_dict(),
+        seeds=spec.seeds,
+        checkpoint_every=spec.checkpoint_every,
+        report_every=spec.report_every,
+        gpus=spec.gpus_per_trial,
+        cpus=spec.cpus_per_trial,
+    )
     return tune.with_resources(trainable, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
@@ -64,12 +78,23 @@ def make_scheduler(spec: ExperimentSpec):
     if spec.scheduler != "asha":
         return FIFOScheduler()
     evaluations = math.ceil(spec.train.updates / spec.train.eval_every)
-    return ASHAScheduler(time_attr="evaluation", max_t=evaluations, grace_period=spec.asha_grace_period,
-                         reduction_factor=spec.asha_reduction_factor)
+    return ASHAScheduler(
+        time_attr="evaluation",
+        max_t=evaluations,
+        grace_period=spec.asha_grace_period,
+        reduction_factor=spec.asha_reduction_factor,
+    )
 
 
-def build_tuner(spec: ExperimentSpec, storage: Storage, bookkeeping, trials: list[dict] | None,
-                optuna_samples: int = 0, trial_fn=None, verbose: int = 1):
+def build_tuner(
+    spec: ExperimentSpec,
+    storage: Storage,
+    bookkeeping,
+    trials: list[dict] | None,
+    optuna_samples: int = 0,
+    trial_fn=None,
+    verbose: int = 1,
+):
     """A Tuner over the planned `trials` (grid/random, or what --resume continues), or over
     `optuna_samples` new configurations drawn by Optuna (each run on every seed)."""
     from ray import tune
@@ -77,11 +102,14 @@ def build_tuner(spec: ExperimentSpec, storage: Storage, bookkeeping, trials: lis
     scheduler = make_scheduler(spec)
     if trials is None:
         from ray.tune.search import Repeater
+
         try:
-            from ray.tune.search.optuna import OptunaSearch
             import optuna  # noqa: F401  (OptunaSearch imports lazily; fail here with a clear message)
+            from ray.tune.search.optuna import OptunaSearch
         except ImportError:
-            raise ConfigError("search_alg: optuna needs the optional extra: pip install 'distributed_agent[optuna]'")
+            raise ConfigError(
+                "search_alg: optuna needs the optional extra: pip install 'distributed_agent[optuna]'"
+            ) from None
         param_space = {"hp": {d.name: _tune_distribution(d) for d in spec.search}}
         drawn = spec.samples - optuna_samples  # a resumed search draws its remaining configs anew
         search_alg = Repeater(OptunaSearch(seed=drawn), repeat=len(spec.seeds))
@@ -92,13 +120,24 @@ def build_tuner(spec: ExperimentSpec, storage: Storage, bookkeeping, trials: lis
     return tune.Tuner(
         build_trainable(spec, trial_fn),
         param_space=param_space,
-        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=search_alg,
-                                    num_samples=num_samples, reuse_actors=True,
-                                    trial_dirname_creator=tune_trial_dirname),
-        run_config=tune.RunConfig(name=spec.name, storage_path=storage.uri, callbacks=[bookkeeping],
-                                  stop=bookkeeping,
-                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=verbose),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            scheduler=scheduler,
+            search_alg=search_alg,
+            num_samples=num_samples,
+            reuse_actors=True,
+            trial_dirname_creator=tune_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage.uri,
+            callbacks=[bookkeeping],
+            stop=bookkeeping,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            verbose=verbose,
+        ),
     )
 
 
@@ -106,10 +145,12 @@ def _tune_distribution(dimension):
     from ray import tune
 
     low_high = dimension.values
-    return {"choice": lambda: tune.choice(list(low_high)),
-            "uniform": lambda: tune.uniform(*low_high),
-            "loguniform": lambda: tune.loguniform(*low_high),
-            "randint": lambda: tune.randint(*low_high)}[dimension.kind]()
+    return {
+        "choice": lambda: tune.choice(list(low_high)),
+        "uniform": lambda: tune.uniform(*low_high),
+        "loguniform": lambda: tune.loguniform(*low_high),
+        "randint": lambda: tune.randint(*low_high),
+    }[dimension.kind]()
 
 
 def open_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> ExperimentLock:
@@ -126,8 +167,10 @@ def open_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> Exp
             lock.release()
             raise
         return lock
-    exists = f"experiment folder {where} exists; continue it with --resume, or change the spec's name or --storage " \
-             "(nothing is overwritten)"
+    exists = (
+        f"experiment folder {where} exists; continue it with --resume, or change the spec's name or --storage "
+        "(nothing is overwritten)"
+    )
     if storage.exists(spec.name):
         raise ConfigError(exists)
     try:
@@ -151,8 +194,15 @@ def open_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> Exp
     return lock
 
 
-def run_sweep(spec: ExperimentSpec, storage: str = "runs", address: str | None = None, resume: bool = False,
-              restart_errored: bool = False, trial_fn=None, verbose: int = 1) -> str:
+def run_sweep(
+    spec: ExperimentSpec,
+    storage: str = "runs",
+    address: str | None = None,
+    resume: bool = False,
+    restart_errored: bool = False,
+    trial_fn=None,
+    verbose: int = 1,
+) -> str:
     """Run (or resume) a sweep; returns the experiment folder. The spec is already validated.
 
     Tune returns normally also when the driver is interrupted (SIGINT): the report on the folder
@@ -161,8 +211,10 @@ def run_sweep(spec: ExperimentSpec, storage: str = "runs", address: str | None =
     """
     store = open_storage(storage)
     if spec.gpus_per_trial > 0 and not address and local_gpu_count() == 0:
-        raise ConfigError(f"resources.gpu: {spec.gpus_per_trial} GPU per trial asked, but this machine has no "
-                          "CUDA GPU; set resources.gpu: 0 or use --address with a GPU cluster")
+        raise ConfigError(
+            f"resources.gpu: {spec.gpus_per_trial} GPU per trial asked, but this machine has no "
+            "CUDA GPU; set resources.gpu: 0 or use --address with a GPU cluster"
+        )
     lock = open_experiment(spec, store, resume)
     try:
         if resume:

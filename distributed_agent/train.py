@@ -9,24 +9,24 @@ the same numbers as one run straight through.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import checkpoint
 from .config import ConfigError, TrainConfig
 from .evaluation import FINAL_TAG, evaluate, explain
+from .runtime import torch_threads
 from .state import Evaluation, TrainState, new_run
 from .update import train_step
 
-__all__ = ["TrainConfig", "ConfigError", "Evaluation", "TrainResult", "TrainState", "new_run", "run_updates",
-           "train"]
+__all__ = ["TrainConfig", "ConfigError", "Evaluation", "TrainResult", "TrainState", "new_run", "run_updates", "train"]
 
 
 @dataclass
 class TrainResult:
     config: TrainConfig
-    final_success: list[float]   # greedy, final_eval_episodes per stage
+    final_success: list[float]  # greedy, final_eval_episodes per stage
     final_reward: list[float]
     history: list[Evaluation]
     episodes: int
@@ -60,8 +60,15 @@ def run_updates(run: TrainState, callback: Callback | None = None, until: int | 
             run.curriculum.observe(success, run.episodes)
         run.seconds += time.perf_counter() - started
         if evaluate_now:
-            evaluation = Evaluation(run.update, run.episodes, run.curriculum.newest_stage(run.update),
-                                    success, reward, run.last_loss, run.seconds)
+            evaluation = Evaluation(
+                run.update,
+                run.episodes,
+                run.curriculum.newest_stage(run.update),
+                success,
+                reward,
+                run.last_loss,
+                run.seconds,
+            )
             run.history.append(evaluation)
             if callback is not None:
                 callback(evaluation, run)
@@ -74,22 +81,34 @@ def final_evaluation(run: TrainState) -> tuple[list[float], list[float]]:
 
 def result(run: TrainState, with_samples: bool = True) -> TrainResult:
     success, reward = final_evaluation(run)
-    return TrainResult(run.config, success, reward, list(run.history), run.episodes, run.update, run.seconds,
-                       explain(run) if with_samples else [])
+    return TrainResult(
+        run.config,
+        success,
+        reward,
+        list(run.history),
+        run.episodes,
+        run.update,
+        run.seconds,
+        explain(run) if with_samples else [],
+    )
 
 
-def train(config: TrainConfig, callback: Callback | None = None,
-          resume_from: str | Path | dict | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, callback: Callback | None = None, resume_from: str | Path | dict | None = None
+) -> TrainResult:
     """Train one agent; `callback(evaluation, run)` is called after each evaluation.
 
     resume_from: a checkpoint file or its state dict (checkpoint.py), continued under `config`.
+    The run uses config.num_threads torch threads (the process's count is restored after), so its
+    numbers are a function of the config and seed alone.
     """
-    if resume_from is None:
-        run = new_run(config)
-    elif isinstance(resume_from, dict):
-        run = new_run(config)
-        checkpoint.load_state_dict(run, resume_from)
-    else:
-        run = checkpoint.load(resume_from, **config.to_dict())
-    run_updates(run, callback)
-    return result(run)
+    with torch_threads(config.num_threads):
+        if resume_from is None:
+            run = new_run(config)
+        elif isinstance(resume_from, dict):
+            run = new_run(config)
+            checkpoint.load_state_dict(run, resume_from)
+        else:
+            run = checkpoint.load(resume_from, **config.to_dict())
+        run_updates(run, callback)
+        return result(run)

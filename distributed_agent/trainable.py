@@ -31,8 +31,9 @@ def trial_config(config: dict, base: dict, seeds: tuple, gpus: float, cpus: floa
     params = dict(config["trial"]["hp"] if "trial" in config else config["hp"])
     if "__trial_index__" in config:
         params["seed"] = seeds[config["__trial_index__"]]
-    return TrainConfig.from_dict({**base, **params, "device": "cuda" if gpus > 0 else "cpu",
-                                  "num_threads": max(1, int(cpus))})
+    return TrainConfig.from_dict(
+        {**base, **params, "device": "cuda" if gpus > 0 else "cpu", "num_threads": max(1, int(cpus))}
+    )
 
 
 def load_trial_state(run: TrainState, saved) -> None:
@@ -42,12 +43,13 @@ def load_trial_state(run: TrainState, saved) -> None:
     checkpoint.restore(run, state, str(saved.path))
 
 
-def run_trial(config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpus: float, cpus: float,
-              report_every: int = 1):
+def run_trial(
+    config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpus: float, cpus: float, report_every: int = 1
+):
     """Train one trial. `report_every` and `checkpoint_every` count evaluations; each report carries
     `evaluation`, the count of evaluations so far, the time unit of the scheduler."""
-    from ray import tune
     import ray
+    from ray import tune
 
     train_config = trial_config(config, base, seeds, gpus, cpus)
     apply_process_settings(train_config)
@@ -68,13 +70,26 @@ def run_trial(config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpu
             return  # Tune's driver does real work per report; fewer reports, faster sweeps
         if final:  # the last report carries the final, larger greedy evaluation
             success, reward = final_evaluation(run)
-            evaluation = Evaluation(evaluation.update, evaluation.episodes, evaluation.stage, success, reward,
-                                    evaluation.loss, evaluation.seconds)
+            evaluation = Evaluation(
+                evaluation.update,
+                evaluation.episodes,
+                evaluation.stage,
+                success,
+                reward,
+                evaluation.loss,
+                evaluation.seconds,
+            )
             reported_final = True
-        metrics = {**evaluation_metrics(evaluation), "evaluation": len(run.history), "seed": train_config.seed,
-                   "final": int(final),
-                   "eval_episodes": train_config.final_eval_episodes if final else train_config.eval_episodes,
-                   "node_id": node_id, "device": str(run.device), "rss_mib": resident_mib()}
+        metrics = {
+            **evaluation_metrics(evaluation),
+            "evaluation": len(run.history),
+            "seed": train_config.seed,
+            "final": int(final),
+            "eval_episodes": train_config.final_eval_episodes if final else train_config.eval_episodes,
+            "node_id": node_id,
+            "device": str(run.device),
+            "rss_mib": resident_mib(),
+        }
         if final or len(run.history) % checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as directory:
                 checkpoint.save(run, Path(directory) / STATE_FILE)
@@ -95,4 +110,5 @@ def resident_mib() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         import resource
+
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -30,12 +30,19 @@ def train_step(run: TrainState) -> float:
     batch.reward = sum(_given(m.reward_bonus(run, batch) for m in methods), batch.reward)
     # The A2C loss, plus exploration's own terms.
     entropy_coef = entropy_coefficients(run, stages)
-    terms = a2c_loss(rollout, batch.reward, loss=config.loss, entropy_coef=entropy_coef,
-                     value_coef=config.value_coef, normalize_advantage=config.normalize_advantage)
+    terms = a2c_loss(
+        rollout,
+        batch.reward,
+        loss=config.loss,
+        entropy_coef=entropy_coef,
+        value_coef=config.value_coef,
+        normalize_advantage=config.normalize_advantage,
+    )
     total = sum(_given(m.extra_loss(run, batch) for m in methods), terms.total)
     if not torch.isfinite(total):
-        raise FloatingPointError(f"loss became {total.item()} at update {run.update} (lr={config.lr}); "
-                                 "training diverged, try a smaller lr")
+        raise FloatingPointError(
+            f"loss became {total.item()} at update {run.update} (lr={config.lr}); training diverged, try a smaller lr"
+        )
     # One clipped Adam step.
     run.optimizer.zero_grad()
     total.backward()

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(script, *args):
-    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -42,8 +43,11 @@ def test_tutorial_transcription_seeds_runs():
 def test_compile_probe_runs():
     out = run("compile_probe.py", "--batch", "8", "--updates", "2", "--rounds", "1")
     rows = [line for line in out.splitlines() if re.search(r"eps/s\s+\d+\.\d\dx$", line)]
-    assert [row.split("  ")[0] for row in rows] == ["reference (tutorial's update)", "project, hand-fused",
-                                                   "project, torch.compile"], out
+    assert [row.split("  ")[0] for row in rows] == [
+        "reference (tutorial's update)",
+        "project, hand-fused",
+        "project, torch.compile",
+    ], out
 
 
 def test_allocator_ab_runs_both_settings_in_fresh_processes():

@@ -8,8 +8,14 @@ import yaml
 from distributed_agent.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"updates": 10, "batch_size": 32, "hidden_size": 16, "eval_episodes": 16, "final_eval_episodes": 50,
-        "device": "cpu"}
+TINY = {
+    "updates": 10,
+    "batch_size": 32,
+    "hidden_size": 16,
+    "eval_episodes": 16,
+    "final_eval_episodes": 50,
+    "device": "cpu",
+}
 
 
 def write_spec(tmp_path, train, name="spec.yaml"):
@@ -18,22 +24,25 @@ def write_spec(tmp_path, train, name="spec.yaml"):
     return path
 
 
-@pytest.mark.parametrize("train,field,allowed", [
-    ({"lerning_rate": 0.1}, "lerning_rate", "allowed: variant"),
-    ({"lr": -0.001}, "lr", "> 0"),
-    ({"lr": 0}, "lr", "> 0"),
-    ({"lr": "fast"}, "lr", "float"),
-    ({"batch_size": 0}, "batch_size", "an integer in 1..65536"),
-    ({"batch_size": 12.5}, "batch_size", "int"),
-    ({"hidden_size": -4}, "hidden_size", "an integer in 1..4096"),
-    ({"updates": True}, "updates", "int"),
-    ({"variant": "easy"}, "variant", "shifted, declared"),
-    ({"loss": "ppo"}, "loss", "summed_baseline, masked"),
-    ({"curriculum": "random"}, "curriculum", "one_stage, mixed, mastery"),
-    ({"device": "tpu"}, "device", "auto, cpu, cuda"),
-    ({"init": "zeros"}, "init", "batch_mean, episode"),
-    ({"mastery_threshold": 1.5}, "mastery_threshold", "(0, 1]"),
-])
+@pytest.mark.parametrize(
+    "train,field,allowed",
+    [
+        ({"lerning_rate": 0.1}, "lerning_rate", "allowed: variant"),
+        ({"lr": -0.001}, "lr", "> 0"),
+        ({"lr": 0}, "lr", "> 0"),
+        ({"lr": "fast"}, "lr", "float"),
+        ({"batch_size": 0}, "batch_size", "an integer in 1..65536"),
+        ({"batch_size": 12.5}, "batch_size", "int"),
+        ({"hidden_size": -4}, "hidden_size", "an integer in 1..4096"),
+        ({"updates": True}, "updates", "int"),
+        ({"variant": "easy"}, "variant", "shifted, declared"),
+        ({"loss": "ppo"}, "loss", "summed_baseline, masked"),
+        ({"curriculum": "random"}, "curriculum", "one_stage, mixed, mastery"),
+        ({"device": "tpu"}, "device", "auto, cpu, cuda"),
+        ({"init": "zeros"}, "init", "batch_mean, episode"),
+        ({"mastery_threshold": 1.5}, "mastery_threshold", "(0, 1]"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_field(tmp_path, capsys, train, field, allowed):
     spec = write_spec(tmp_path, train)
     save = tmp_path / "out.pt"
@@ -43,14 +52,17 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path, capsys, train, field,
     assert not save.exists()
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("lr", "--set: expected key=value"),
-    ("=3", "--set: expected key=value"),
-    ("lr=[1,", "--set lr: value '[1,' does not parse"),
-    ("lr=-1", "lr: must be > 0"),
-    ("colour=blue", "train.colour: unknown field"),
-    ("variant=easy", "variant: must be one of shifted, declared"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("lr", "--set: expected key=value"),
+        ("=3", "--set: expected key=value"),
+        ("lr=[1,", "--set lr: value '[1,' does not parse"),
+        ("lr=-1", "lr: must be > 0"),
+        ("colour=blue", "train.colour: unknown field"),
+        ("variant=easy", "variant: must be one of shifted, declared"),
+    ],
+)
 def test_bad_set_is_one_line(tmp_path, capsys, override, needle):
     spec = write_spec(tmp_path, TINY)
     assert main(["train", "--config", str(spec), "--set", override]) == 2
@@ -80,11 +92,11 @@ def test_train_prints_progress_samples_and_final_then_explain_reads_the_checkpoi
     progress = [line for line in out.splitlines() if line.startswith("update")]
     assert [line.split()[1] for line in progress] == ["5", "10"]
     assert out.count("tools:") == 15  # 5 explained samples per stage
-    final = out[out.index("Final greedy evaluation"):]
+    final = out[out.index("Final greedy evaluation") :]
     assert all(f"stage {s}: success" in final for s in range(3))
     assert main(["explain", "--checkpoint", str(save), "--device", "cpu"]) == 0
     explained = capsys.readouterr().out
-    assert explained[explained.index("Final greedy"):] == final[:final.index("Checkpoint saved")]
+    assert explained[explained.index("Final greedy") :] == final[: final.index("Checkpoint saved")]
     # An existing checkpoint is never overwritten.
     before = save.read_bytes()
     assert main(["train", "--config", str(spec), "--save", str(save)]) == 2
@@ -93,29 +105,38 @@ def test_train_prints_progress_samples_and_final_then_explain_reads_the_checkpoi
 
 def test_console_entry_point_exits_non_zero_on_bad_input(tmp_path):
     spec = write_spec(tmp_path, {"lr": -1})
-    done = subprocess.run([sys.executable, "-m", "distributed_agent", "train", "--config", str(spec)],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "distributed_agent", "train", "--config", str(spec)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "distributed-agent: error: lr: must be > 0 (got -1.0)"
 
 
 # ---- inputs that used to slip through (one line, exit 2, nothing started or written) ---------
 
-ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" \
-             "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n" \
-             "train: {lr: *f}\n"
+ALIAS_BOMB = (
+    "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    "train: {lr: *f}\n"
+)
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("name: t\nresources: {cpu: .nan}\n", "resources.cpu: must be a number"),
-    ("name: t\nresources: {gpu: .inf}\n", "resources.gpu: must be a number"),
-    (ALIAS_BOMB, "aliases expand to more than 100,000 values"),
-    ("name: t\ntrain: {lr: 0.1, lr: 0.2}\n", "duplicate key 'lr' (line 2)"),
-    ("name:\ntrain: {}\n", "name: must be"),
-    ('name: "x\\n"\n', "name: must be"),
-    ("name: t\ntrain: {batch_size: 1000000000}\n", "batch_size: must be an integer in 1..65536"),
-    ("name: t\ntrain: {lr: [" + "1, " * 5000 + "1]}\n", "(cut)"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("name: t\nresources: {cpu: .nan}\n", "resources.cpu: must be a number"),
+        ("name: t\nresources: {gpu: .inf}\n", "resources.gpu: must be a number"),
+        (ALIAS_BOMB, "aliases expand to more than 100,000 values"),
+        ("name: t\ntrain: {lr: 0.1, lr: 0.2}\n", "duplicate key 'lr' (line 2)"),
+        ("name:\ntrain: {}\n", "name: must be"),
+        ('name: "x\\n"\n', "name: must be"),
+        ("name: t\ntrain: {batch_size: 1000000000}\n", "batch_size: must be an integer in 1..65536"),
+        ("name: t\ntrain: {lr: [" + "1, " * 5000 + "1]}\n", "(cut)"),
+    ],
+)
 def test_sweep_spec_inputs_that_used_to_slip_through_are_one_line(tmp_path, capsys, text, needle):
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
@@ -135,10 +156,12 @@ def test_non_utf8_spec_and_bad_storage_are_one_line(tmp_path, capsys):
     a_file.write_text("")
     read_only = tmp_path / "ro"
     read_only.mkdir()
-    for storage, needle in [("", "--storage: must be a folder path or a URI"),
-                            (str(a_file), "is a file, not a folder"),
-                            ("ftp://host/x", "--storage: cannot open 'ftp://host/x'"),
-                            ("file://relative", "needs an absolute path")]:
+    for storage, needle in [
+        ("", "--storage: must be a folder path or a URI"),
+        (str(a_file), "is a file, not a folder"),
+        ("ftp://host/x", "--storage: cannot open 'ftp://host/x'"),
+        ("file://relative", "needs an absolute path"),
+    ]:
         assert main(["sweep", str(good), "--storage", storage]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
@@ -179,8 +202,20 @@ def test_explain_of_a_checkpoint_that_does_not_match_its_configuration_is_one_li
 
 def test_a_sweep_whose_trials_errored_exits_non_zero(tmp_path, capsys):
     spec = tmp_path / "nan.yaml"
-    spec.write_text(yaml.safe_dump({"name": "nan", "max_failures": 0, "seeds": 2,
-                                    "train": {**TINY, "lr": 1e30, "eval_every": 5}}))
+    spec.write_text(
+        yaml.safe_dump({"name": "nan", "max_failures": 0, "seeds": 2, "train": {**TINY, "lr": 1e30, "eval_every": 5}})
+    )
     assert main(["sweep", str(spec), "--storage", str(tmp_path / "runs")]) == 1
     captured = capsys.readouterr()
     assert "2 errored" in captured.out and "2 trials errored" in captured.err
+
+
+def test_fields_lists_every_train_field_with_what_is_allowed(capsys):
+    from distributed_agent.config import TrainConfig
+
+    assert main(["fields"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == TrainConfig.field_names()
+    variant = next(line for line in lines if line.startswith("variant "))
+    assert "shifted | declared" in variant and "'tutorial' is read as shifted" in variant
+    assert "an integer in 1..65536" in next(line for line in lines if line.startswith("batch_size "))

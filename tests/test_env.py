@@ -6,9 +6,21 @@ import pytest
 import torch
 
 from distributed_agent.config import ConfigError, TrainConfig
-from distributed_agent.env import (ADD, ANS, CTX, EOS, MUL, RCL, STO, SUB, TOOL_TOKENS, VOCAB_SIZE, ToolEnv,
-                                   declared_target, tokens_to_text)
-
+from distributed_agent.env import (
+    ADD,
+    ANS,
+    CTX,
+    EOS,
+    MUL,
+    RCL,
+    STO,
+    SUB,
+    TOOL_TOKENS,
+    VOCAB_SIZE,
+    ToolEnv,
+    declared_target,
+    tokens_to_text,
+)
 
 # ---- independent plain-Python implementations of the rules, written from SPEC.md / the docstring ----
 
@@ -46,9 +58,11 @@ def declared_reference(actions, operands, stage):
             g0, g1 = a * b, a * b + c
             goals = [g0, g1, g1 - d, d * e, g1 - d * e]
             eq = [acc is not None and acc == g for g in goals]
-            shaped = [0.25 * eq[0] + 0.5 * eq[1],
-                      0.25 * eq[0] + 0.5 * eq[1] + 0.75 * eq[2],
-                      0.2 * eq[0] + 0.4 * eq[1] + 0.6 * eq[4] + 0.6 * eq[3]][stage]
+            shaped = [
+                0.25 * eq[0] + 0.5 * eq[1],
+                0.25 * eq[0] + 0.5 * eq[1] + 0.75 * eq[2],
+                0.2 * eq[0] + 0.4 * eq[1] + 0.6 * eq[4] + 0.6 * eq[3],
+            ][stage]
             correct = acc is not None and acc == target
             return float(correct) + 0.2 * (0.0 + shaped), correct
     return 0.0, False
@@ -63,11 +77,14 @@ def random_programs(n, length, generator):
     return torch.where(use_any, any_actions, tool_actions)
 
 
-@pytest.mark.parametrize("variant,reference,length", [
-    ("shifted", tutorial_reference, 6),
-    ("shifted", tutorial_reference, 9),   # beyond the tutorial's 7-step cut-off
-    ("declared", declared_reference, 8),
-])
+@pytest.mark.parametrize(
+    "variant,reference,length",
+    [
+        ("shifted", tutorial_reference, 6),
+        ("shifted", tutorial_reference, 9),  # beyond the tutorial's 7-step cut-off
+        ("declared", declared_reference, 8),
+    ],
+)
 def test_score_matches_plain_python_rules_on_100k_sequences(variant, reference, length):
     env = ToolEnv(variant)
     generator = torch.Generator().manual_seed(123)
@@ -108,7 +125,7 @@ SHORTEST = {0: [MUL, ADD, ANS], 1: [MUL, ADD, SUB, ANS], 2: [MUL, ADD, STO, MUL,
 @pytest.mark.parametrize("stage", [0, 1, 2])
 def test_every_declared_target_is_reached_by_its_shortest_program_for_all_operands(stage):
     env = ToolEnv("declared")
-    operands = all_operands()                                     # all 100,000 combinations
+    operands = all_operands()  # all 100,000 combinations
     program = SHORTEST[stage] + [EOS] * (env.max_len - len(SHORTEST[stage]))
     actions = torch.tensor(program).repeat(len(operands), 1)
     outcome = env.run(actions, operands, stage)
@@ -141,8 +158,8 @@ def test_declared_invalid_actions_do_nothing_but_cost_a_step():
         outcome = env.run(torch.tensor([program]), operands, stage)
         return outcome.answer.item() if outcome.answer_set.item() else None
 
-    assert answer([ADD, SUB, STO, ANS]) is None        # nothing to add to, store or answer
-    assert answer([RCL, MUL, ANS]) == 12               # RCL with empty memory: no-op
+    assert answer([ADD, SUB, STO, ANS]) is None  # nothing to add to, store or answer
+    assert answer([RCL, MUL, ANS]) == 12  # RCL with empty memory: no-op
     assert answer([MUL, ADD, SUB, ANS], stage=0) == 17  # stage 0 shows no d: SUB is a no-op
     assert answer([MUL, MUL, MUL, MUL, ANS]) == 12 * 5 * 6 * 7  # runs out of operands: no-op
     # A token after ANS changes nothing; without ANS the episode earns nothing.
@@ -191,12 +208,14 @@ def test_tokens_to_text_and_bad_arguments():
 def test_path_shaping_rewards_the_stage2_solution_states_only_when_answering():
     plain, shaped = ToolEnv("declared"), ToolEnv("declared", path_shaping=0.3)
     operands = torch.tensor([[3, 4, 5, 6, 7]] * 4)
-    programs = torch.tensor([
-        SHORTEST[2] + [EOS],                            # all three states, correct
-        [MUL, ADD, STO, RCL, ANS, EOS, EOS, EOS],       # memory held a*b+c only
-        [MUL, ADD, STO, MUL, RCL, SUB, EOS, EOS],       # all three states but no ANS
-        [MUL, ADD, SUB, ANS, EOS, EOS, EOS, EOS],       # none
-    ])
+    programs = torch.tensor(
+        [
+            SHORTEST[2] + [EOS],  # all three states, correct
+            [MUL, ADD, STO, RCL, ANS, EOS, EOS, EOS],  # memory held a*b+c only
+            [MUL, ADD, STO, MUL, RCL, SUB, EOS, EOS],  # all three states but no ANS
+            [MUL, ADD, SUB, ANS, EOS, EOS, EOS, EOS],  # none
+        ]
+    )
     base, _ = plain.score(programs, operands, 2)
     bonus = shaped.score(programs, operands, 2)[0] - base
     assert torch.allclose(bonus, torch.tensor([0.3, 0.1, 0.0, 0.0]), atol=1e-6)

@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-
 import ray.cloudpickle
+import yaml
+from test_sweep import ROOT, TINY_TRAIN, direct_final, hp, kill_session, results_by_trial, session_processes
+
 from distributed_agent.config import ConfigError
 from distributed_agent.report import build_report
 from distributed_agent.spec import parse_spec
 from distributed_agent.storage import StorageFull
 from distributed_agent.sweep import run_sweep
-from test_sweep import ROOT, TINY_TRAIN, direct_final, hp, kill_session, results_by_trial, session_processes
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -32,10 +32,25 @@ SLOW_TRAIN = {**TINY_TRAIN, "updates": 12000, "batch_size": 64, "eval_every": 10
 def start_driver(spec: dict, tmp_path: Path, *extra: str, name: str = "spec.yaml") -> subprocess.Popen:
     spec_path = tmp_path / name
     spec_path.write_text(yaml.safe_dump(spec))
-    command = [sys.executable, "-m", "distributed_agent", "sweep", str(spec_path), "--storage", str(tmp_path / "runs"),
-               *extra]
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "distributed_agent",
+        "sweep",
+        str(spec_path),
+        "--storage",
+        str(tmp_path / "runs"),
+        *extra,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
@@ -70,7 +85,7 @@ def listening_sockets(pids: set[int]) -> list[tuple[int, str, str, int]]:
             if width == 8:
                 ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
             else:  # four little-endian 32-bit words
-                ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
             pid = inodes[inode]
             found.append((pid, (Path("/proc") / str(pid) / "comm").read_text().strip(), ip, int(port, 16)))
     return found
@@ -120,12 +135,25 @@ def test_a_local_sweep_listens_on_loopback_only_takes_a_token_and_runs_one_drive
                 assert "exists; continue it with --resume" in lines[0]
         # A client on this machine with the wrong token is refused.
         gcs_port = next(port for _, name, _, port in sockets if name == "gcs_server")
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
-               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": "0" * 64,
+        }
         intruder = subprocess.Popen(
-            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{gcs_port}'); "
-             "print('ran', ray.get(ray.remote(lambda: 1).remote()))"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                f"import ray; ray.init(address='127.0.0.1:{gcs_port}'); "
+                "print('ran', ray.get(ray.remote(lambda: 1).remote()))",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         sessions.append(intruder.pid)
         try:  # Ray's client keeps retrying a refused token: it must never get to run its task
             out, _ = intruder.communicate(timeout=20)
@@ -167,7 +195,7 @@ class Exploit:
 
 def make_failing_trial(marker: str, seed: int, at_update: int):
     def failing_trial(config, **kwargs):
-        from distributed_agent import trainable, train
+        from distributed_agent import train, trainable
 
         original = train.train_step
 
@@ -186,14 +214,24 @@ def make_failing_trial(marker: str, seed: int, at_update: int):
     return failing_trial
 
 
-@pytest.mark.parametrize("damage", ["garbage", pytest.param("empty", marks=pytest.mark.slow),
-                                    pytest.param("wrong_shape", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage", pytest.param("empty", marks=pytest.mark.slow), pytest.param("wrong_shape", marks=pytest.mark.slow)],
+)
 def test_resume_rebuilds_from_the_spec_and_trial_folders_whatever_tunes_state_holds(tmp_path, damage):
-    spec = parse_spec({"name": "damaged", "train": {**TINY_TRAIN, "updates": 40}, "seeds": 4, "max_failures": 0,
-                       "checkpoint_every": 1})
+    spec = parse_spec(
+        {
+            "name": "damaged",
+            "train": {**TINY_TRAIN, "updates": 40},
+            "seeds": 4,
+            "max_failures": 0,
+            "checkpoint_every": 1,
+        }
+    )
     failed = tmp_path / "failed"
-    path = Path(run_sweep(spec, storage=str(tmp_path / "runs"), trial_fn=make_failing_trial(str(failed), 2, 23),
-                          verbose=0))
+    path = Path(
+        run_sweep(spec, storage=str(tmp_path / "runs"), trial_fn=make_failing_trial(str(failed), 2, 23), verbose=0)
+    )
     report = build_report(path).trials.set_index("seed")
     assert report.loc[2, "status"] == "errored" and (report.drop(index=2)["status"] == "terminated").all()
     # Damage: Tune's state files, a crafted tuner.pkl, a lost trial folder, a truncated final line.
@@ -203,10 +241,11 @@ def test_resume_rebuilds_from_the_spec_and_trial_folders_whatever_tunes_state_ho
     (path / "tuner.pkl").write_bytes(pickle.dumps(Exploit(str(marker))))
     by_seed = {hp(lines[-1])["seed"]: folder for folder, lines in results_by_trial(path).items()}
     import shutil
+
     shutil.rmtree(path / by_seed[3])
     result = path / by_seed[0] / "result.json"
     text = result.read_text()
-    result.write_text(text[:text.rstrip().rfind("\n") + 1] + text.rstrip().rsplit("\n", 1)[1][:40])
+    result.write_text(text[: text.rstrip().rfind("\n") + 1] + text.rstrip().rsplit("\n", 1)[1][:40])
     report = build_report(path).trials.set_index("seed")
     assert report.loc[3, "status"] == "not started" and report.loc[0, "status"] == "unfinished"
 
@@ -243,8 +282,9 @@ def test_resume_refuses_a_changed_spec_for_any_storage_and_a_damaged_saved_spec(
 
 def mount_tmpfs(where: Path, megabytes: int) -> None:
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'}); needs root")
 
@@ -256,13 +296,18 @@ def test_a_full_storage_stops_in_one_line_keeps_results_and_resumes(tmp_path, ho
     mount_tmpfs(disk, 3 if how == "small_disk" else 40)
     filler = disk / "filler"
     try:
-        spec = {"name": "full", "seeds": 4, "checkpoint_every": 1,
-                "train": {**TINY_TRAIN, "hidden_size": 64, "batch_size": 64, "updates": 600, "eval_every": 5}}
+        spec = {
+            "name": "full",
+            "seeds": 4,
+            "checkpoint_every": 1,
+            "train": {**TINY_TRAIN, "hidden_size": 64, "batch_size": 64, "updates": 600, "eval_every": 5},
+        }
         spec_path = tmp_path / "full.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
         command = [sys.executable, "-m", "distributed_agent", "sweep", str(spec_path), "--storage", str(disk)]
-        driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  start_new_session=True)
+        driver = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
             if how == "filled_during_sweep":  # another program fills the disk under the running sweep
                 wait_for(lambda: len(list(disk.glob("full/trial_*/checkpoint_*"))) >= 2, 120, "checkpoints")

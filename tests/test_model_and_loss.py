@@ -43,8 +43,11 @@ def test_episode_init_depends_on_the_episode_alone():
     assert torch.allclose(whole[rows], alone, atol=1e-6)
     tutorial = ActorCritic(32, init="batch_mean")
     tutorial.load_state_dict(model.state_dict())
-    assert not torch.allclose(tutorial.initial_state(context, stages)[rows],
-                              tutorial.initial_state(context[rows][:, :4], stages[rows]), atol=1e-4)
+    assert not torch.allclose(
+        tutorial.initial_state(context, stages)[rows],
+        tutorial.initial_state(context[rows][:, :4], stages[rows]),
+        atol=1e-4,
+    )
 
 
 def test_sampling_is_reproducible_and_respects_the_action_mask():

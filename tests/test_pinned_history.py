@@ -29,16 +29,21 @@ PINNED = {
 
 def history_hash(spec_name: str) -> str:
     config = load_spec(ROOT / "experiments" / f"{spec_name}.yaml").train.replace(
-        updates=100, stop_at_success=None, device="cpu", num_threads=1, seed=0)
+        updates=100, stop_at_success=None, device="cpu", num_threads=1, seed=0
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         result = train(config)
     finally:
         torch.set_num_threads(threads)
-    record = {"history": [[e.update, e.episodes, e.stage, list(map(repr, e.success)), list(map(repr, e.reward)),
-                           repr(e.loss)] for e in result.history],
-              "final": [list(map(repr, result.final_success)), list(map(repr, result.final_reward))]}
+    record = {
+        "history": [
+            [e.update, e.episodes, e.stage, list(map(repr, e.success)), list(map(repr, e.reward)), repr(e.loss)]
+            for e in result.history
+        ],
+        "final": [list(map(repr, result.final_success)), list(map(repr, result.final_reward))],
+    }
     return hashlib.sha256(json.dumps(record).encode()).hexdigest()
 
 

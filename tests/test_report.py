@@ -10,16 +10,28 @@ import pytest
 from distributed_agent.cli import main
 from distributed_agent.report import build_report, load_report, probability_of_improvement, write_report
 
-GOOD = [0.99, 1.0, 1.0, 0.995, 1.0, 0.97, 1.0, 0.999]     # stage-2 success of the 8 seeds of config A
-WEAK = [0.1, 0.3, 0.2, 0.25, 0.15, 0.4]                   # config B (6 of 8 seeds; see below)
+GOOD = [0.99, 1.0, 1.0, 0.995, 1.0, 0.97, 1.0, 0.999]  # stage-2 success of the 8 seeds of config A
+WEAK = [0.1, 0.3, 0.2, 0.25, 0.15, 0.4]  # config B (6 of 8 seeds; see below)
 
 
 def report_line(trial_id, lr, seed, stage2, iteration, final, episodes):
     success = [1.0, 1.0, stage2]
-    line = {"update": iteration * 5, "episodes": episodes, "stage": 2, "loss": 0.1, "seconds": 1.0,
-            "seed": seed, "final": int(final), "eval_episodes": 1000 if final else 128, "node_id": "n1",
-            "trial_id": trial_id, "training_iteration": iteration, "time_total_s": 2.5,
-            "config": {"hp": {"lr": lr, "hidden_size": 64, "seed": seed}}, "success/min": min(success)}
+    line = {
+        "update": iteration * 5,
+        "episodes": episodes,
+        "stage": 2,
+        "loss": 0.1,
+        "seconds": 1.0,
+        "seed": seed,
+        "final": int(final),
+        "eval_episodes": 1000 if final else 128,
+        "node_id": "n1",
+        "trial_id": trial_id,
+        "training_iteration": iteration,
+        "time_total_s": 2.5,
+        "config": {"hp": {"lr": lr, "hidden_size": 64, "seed": seed}},
+        "success/min": min(success),
+    }
     for s in range(3):
         line[f"success/stage{s}"] = success[s]
         line[f"reward/stage{s}"] = success[s] * 1.1
@@ -35,8 +47,10 @@ def make_experiment(root: Path, seeds_asked=8) -> Path:
     def trial(trial_id, lr, seed, curve, status="TERMINATED", final=True, extra=""):
         folder = run / f"trial_{trial_id}"
         folder.mkdir()
-        lines = [report_line(trial_id, lr, seed, value, i + 1, final and i == len(curve) - 1, 1000 * (i + 1))
-                 for i, value in enumerate(curve)]
+        lines = [
+            report_line(trial_id, lr, seed, value, i + 1, final and i == len(curve) - 1, 1000 * (i + 1))
+            for i, value in enumerate(curve)
+        ]
         text = "".join(json.dumps(line) + "\n" for line in lines) + extra
         (folder / "result.json").write_text(text)
         (folder / "params.json").write_text(json.dumps({"hp": {"lr": lr, "hidden_size": 64, "seed": seed}}))
@@ -84,8 +98,16 @@ def test_trials_and_statuses(tmp_path):
     assert any("b_0: result.json line 3 is corrupt" in w for w in report.warnings)
     assert any("1 trials are unfinished" in w for w in report.warnings)
     assert list(trials.columns[:3]) == ["lr", "hidden_size", "seed"]
-    for column in ["status", "success/stage0", "reward/stage2", "success/min", "episodes", "updates",
-                   "wall_time_s", "node"]:
+    for column in [
+        "status",
+        "success/stage0",
+        "reward/stage2",
+        "success/min",
+        "episodes",
+        "updates",
+        "wall_time_s",
+        "node",
+    ]:
         assert column in trials.columns
 
 
@@ -109,7 +131,7 @@ def test_summary_statistics_match_independent_computations(tmp_path):
     assert a["median_episodes_to_solve"] == 3000
     b = summary.loc[0.0003]
     assert b["seeds"] == 8 and b["final"] == 6 and b["errored"] == 2 and b["incomplete"]
-    measured = WEAK + [0.05]   # the errored seed with a report is counted at its last evaluation
+    measured = WEAK + [0.05]  # the errored seed with a report is counted at its last evaluation
     assert b["success/stage2 mean"] == pytest.approx(np.mean(measured))
     assert b["solved_share"] == 0
     c = summary.loc[0.03]
@@ -128,15 +150,20 @@ def test_written_tables_and_plots(tmp_path):
     report = build_report(make_experiment(tmp_path))
     written = write_report(report, tmp_path / "out")
     names = {p.name for p in written}
-    assert names == {"trials.csv", "summary.csv", "summary.md", "summary.tex", "learning_curves.png",
-                     "sensitivity.png"}
+    assert names == {"trials.csv", "summary.csv", "summary.md", "summary.tex", "learning_curves.png", "sensitivity.png"}
     for png in ("learning_curves.png", "sensitivity.png"):
         data = (tmp_path / "out" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     markdown = (tmp_path / "out" / "summary.md").read_text()
     header = next(line for line in markdown.splitlines() if line.startswith("| lr"))
-    for column in ["hidden_size", "seeds (final/asked)", "stage0 success", "stage2 IQM",
-                   "solved (all stages >= 0.99)", "median episodes to solve"]:
+    for column in [
+        "hidden_size",
+        "seeds (final/asked)",
+        "stage0 success",
+        "stage2 IQM",
+        "solved (all stages >= 0.99)",
+        "median episodes to solve",
+    ]:
         assert column in header
     assert "share of correct answers" in markdown and "stage2 reward" in header
     assert "6/8 (2 errored)" in markdown
@@ -161,8 +188,22 @@ def test_cli_report_and_comparison(tmp_path, capsys):
     other.mkdir()
     run.rename(other / "handmade")
     comparison = tmp_path / "cmp"
-    assert main(["report", str(other / "handmade"), str(other / "handmade"), "--labels", "best,weak",
-                 "--config", "weak:lr=0.0003", "--out", str(comparison)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(other / "handmade"),
+                str(other / "handmade"),
+                "--labels",
+                "best,weak",
+                "--config",
+                "weak:lr=0.0003",
+                "--out",
+                str(comparison),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(comparison / "comparison.csv")
     assert list(table["experiment"]) == ["best", "weak"]
     assert table.loc[1, "configuration"] == "lr=0.0003, hidden_size=64"

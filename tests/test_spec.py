@@ -16,9 +16,18 @@ def test_every_committed_spec_is_valid(spec):
 
 
 def test_variants_run_every_sampled_config_on_every_seed():
-    spec = parse_spec({"name": "s", "search": {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden_size": {"grid": [32, 64]},
-                                               "entropy_coef": {"choice": [0.01, 0.1]}},
-                       "seeds": [3, 7, 11], "samples": 4})
+    spec = parse_spec(
+        {
+            "name": "s",
+            "search": {
+                "lr": {"loguniform": [1e-4, 1e-2]},
+                "hidden_size": {"grid": [32, 64]},
+                "entropy_coef": {"choice": [0.01, 0.1]},
+            },
+            "seeds": [3, 7, 11],
+            "samples": 4,
+        }
+    )
     variants = spec.variants()
     assert len(variants) == 2 * 4 * 3
     configs = {}

@@ -1,8 +1,8 @@
 """Sweeps on a real local Ray (and a simulated two-node cluster)."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+import ray.cloudpickle
 import yaml
 
-import ray.cloudpickle
 from distributed_agent.config import ConfigError
 from distributed_agent.report import build_report
 from distributed_agent.spec import parse_spec
@@ -20,9 +20,20 @@ from distributed_agent.sweep import run_sweep
 from distributed_agent.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_TRAIN = {"variant": "tutorial", "init": "episode", "loss": "masked", "curriculum": "mastery", "lr": 3e-3,
-              "entropy_coef": 0.03, "hidden_size": 16, "batch_size": 32, "updates": 30, "eval_every": 5,
-              "eval_episodes": 32, "final_eval_episodes": 100}
+TINY_TRAIN = {
+    "variant": "tutorial",
+    "init": "episode",
+    "loss": "masked",
+    "curriculum": "mastery",
+    "lr": 3e-3,
+    "entropy_coef": 0.03,
+    "hidden_size": 16,
+    "batch_size": 32,
+    "updates": 30,
+    "eval_every": 5,
+    "eval_episodes": 32,
+    "final_eval_episodes": 100,
+}
 
 # The crashing trainable below is defined here; Ray workers cannot import this test module, so
 # it travels by value.
@@ -32,8 +43,10 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def results_by_trial(path):
     """trial key -> its result lines, the attempts of a resumed trial (trial_K, trial_K.r1, ...) in order."""
     out = {}
-    folders = sorted(Path(path).glob("trial_*/result.json"),
-                     key=lambda p: (p.parent.name.split(".r")[0], int(p.parent.name.split(".r")[1]) if ".r" in p.parent.name else 0))
+    folders = sorted(
+        Path(path).glob("trial_*/result.json"),
+        key=lambda p: (p.parent.name.split(".r")[0], int(p.parent.name.split(".r")[1]) if ".r" in p.parent.name else 0),
+    )
     for result in folders:
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         out.setdefault(result.parent.name.split(".r")[0], []).extend(lines)
@@ -56,8 +69,14 @@ def direct_final(spec, params):
 
 
 def test_a_sweep_gives_each_trial_the_numbers_of_its_config_and_seed(tmp_path):
-    spec = parse_spec({"name": "repro", "train": TINY_TRAIN, "seeds": 2,
-                       "search": {"hidden_size": {"grid": [16, 24]}, "lr": {"loguniform": [1e-3, 1e-2]}}})
+    spec = parse_spec(
+        {
+            "name": "repro",
+            "train": TINY_TRAIN,
+            "seeds": 2,
+            "search": {"hidden_size": {"grid": [16, 24]}, "lr": {"loguniform": [1e-3, 1e-2]}},
+        }
+    )
     path = run_sweep(spec, storage=str(tmp_path))
     trials = results_by_trial(path)
     assert len(trials) == 4
@@ -82,7 +101,7 @@ def test_a_sweep_gives_each_trial_the_numbers_of_its_config_and_seed(tmp_path):
 
 def make_crashing_trial(marker: str, crash_at_update: int):
     def crashing_trial(config, **kwargs):
-        from distributed_agent import trainable, train
+        from distributed_agent import train, trainable
 
         if not os.path.exists(marker):
             original = train.train_step
@@ -100,8 +119,15 @@ def make_crashing_trial(marker: str, crash_at_update: int):
 
 
 def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_numbers(tmp_path):
-    spec = parse_spec({"name": "crash", "train": {**TINY_TRAIN, "updates": 40}, "seeds": [5],
-                       "checkpoint_every": 2, "max_failures": 2})
+    spec = parse_spec(
+        {
+            "name": "crash",
+            "train": {**TINY_TRAIN, "updates": 40},
+            "seeds": [5],
+            "checkpoint_every": 2,
+            "max_failures": 2,
+        }
+    )
     marker = tmp_path / "crashed"
     path = run_sweep(spec, storage=str(tmp_path / "runs"), trial_fn=make_crashing_trial(str(marker), 27))
     assert marker.exists()  # it did crash (after the checkpoint at update 20)
@@ -110,7 +136,7 @@ def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_n
     straight = train(spec.trial_config({"seed": 5}).replace(device="cpu"))
     assert [lines[-1][f"success/stage{s}"] for s in range(3)] == straight.final_success
     assert [lines[-1][f"reward/stage{s}"] for s in range(3)] == straight.final_reward
-    by_update = {line["update"]: line for line in lines}   # replayed reports carry the same numbers
+    by_update = {line["update"]: line for line in lines}  # replayed reports carry the same numbers
     for evaluation in straight.history[:-1]:
         assert by_update[evaluation.update]["success/min"] == min(evaluation.success)
     report = build_report(path)
@@ -118,8 +144,9 @@ def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_n
 
 
 def test_a_diverging_trial_is_errored_with_its_reason_and_the_rest_completes(tmp_path):
-    spec = parse_spec({"name": "nan", "train": TINY_TRAIN, "seeds": 1, "max_failures": 0,
-                       "search": {"lr": {"grid": [3e-3, 1e30]}}})
+    spec = parse_spec(
+        {"name": "nan", "train": TINY_TRAIN, "seeds": 1, "max_failures": 0, "search": {"lr": {"grid": [3e-3, 1e30]}}}
+    )
     path = run_sweep(spec, storage=str(tmp_path))
     report = build_report(path)
     trials = report.trials.set_index("lr")
@@ -148,16 +175,25 @@ def test_trials_spread_over_the_nodes_of_a_multi_node_cluster(tmp_path):
 
 def make_gpu_probe(seconds: float):
     """A trainable that records what a trial is given: its device and GPU ids, and when it ran."""
+
     def gpu_probe(config, base, seeds, checkpoint_every, gpus, cpus, report_every=1):
         import ray
         from ray import tune
+
         from distributed_agent.trainable import trial_config
 
         device = trial_config(config, base, seeds, gpus, cpus).device
         started = time.time()
         time.sleep(seconds)
-        tune.report({"success/min": 0.0, "device": device, "started": started, "ended": time.time(),
-                     "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())})
+        tune.report(
+            {
+                "success/min": 0.0,
+                "device": device,
+                "started": started,
+                "ended": time.time(),
+                "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+            }
+        )
 
     return gpu_probe
 
@@ -167,11 +203,9 @@ def test_quarter_gpu_trials_run_four_at_a_time_on_one_gpu_and_choose_cuda(tmp_pa
     # the training itself on CUDA is for a machine with a GPU (results/benchmarks.md).
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 4, "num_gpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 1, "include_dashboard": False})
     try:
-        spec = parse_spec({"name": "quarter", "train": TINY_TRAIN, "seeds": 5,
-                           "resources": {"cpu": 0.5, "gpu": 0.25}})
+        spec = parse_spec({"name": "quarter", "train": TINY_TRAIN, "seeds": 5, "resources": {"cpu": 0.5, "gpu": 0.25}})
         path = run_sweep(spec, storage=str(tmp_path), address=cluster.address, trial_fn=make_gpu_probe(4.0))
     finally:
         cluster.shutdown()
@@ -184,6 +218,7 @@ def test_quarter_gpu_trials_run_four_at_a_time_on_one_gpu_and_choose_cuda(tmp_pa
 
 
 # ---- the driver killed mid-sweep, then --resume --------------------------------------------
+
 
 def session_processes(session_id: int) -> list[int]:
     pids = []
@@ -214,14 +249,23 @@ def kill_session(session_id: int) -> None:
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trials(tmp_path, how):
     spec_path = tmp_path / "killed.yaml"
-    spec_path.write_text(yaml.safe_dump({
-        "name": "killed", "seeds": 3, "checkpoint_every": 4, "search": {"hidden_size": {"grid": [32, 48]}},
-        "train": {**TINY_TRAIN, "updates": 500, "batch_size": 96, "eval_every": 10, "hidden_size": 32}}))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "killed",
+                "seeds": 3,
+                "checkpoint_every": 4,
+                "search": {"hidden_size": {"grid": [32, 48]}},
+                "train": {**TINY_TRAIN, "updates": 500, "batch_size": 96, "eval_every": 10, "hidden_size": 32},
+            }
+        )
+    )
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "distributed_agent", "sweep", str(spec_path), "--storage", str(runs)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     sessions = [driver.pid]
     try:
         deadline = time.time() + 240
@@ -242,8 +286,14 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
             assert driver.returncode == 1 and "--resume" in output, output[-2000:]
         kill_session(driver.pid)  # a SIGKILLed driver leaves its Ray processes behind
 
-        resumed = subprocess.Popen(command + ["--resume"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        resumed = subprocess.Popen(
+            command + ["--resume"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         sessions.append(resumed.pid)
         output = resumed.communicate(timeout=300)[0].decode()
         assert resumed.returncode == 0, output[-3000:]
@@ -254,8 +304,8 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
             # last report and Tune's next snapshot of the experiment; such a trial is then replayed
             # from its last checkpoint, which appends the same numbers again (the report keeps one
             # line per iteration). SIGINT lets Tune save its state: nothing is replayed.
-            assert after[trial][:len(lines)] == lines
-            replayed = after[trial][len(lines):]
+            assert after[trial][: len(lines)] == lines
+            replayed = after[trial][len(lines) :]
             assert not replayed or how == signal.SIGKILL
             by_update = {line["update"]: line for line in lines}
             for line in replayed:
@@ -271,9 +321,16 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
 
 
 def test_optuna_search_runs_every_sampled_config_on_every_seed(tmp_path):
-    spec = parse_spec({"name": "optuna", "train": {**TINY_TRAIN, "updates": 10}, "seeds": [3, 4], "samples": 2,
-                       "search_alg": "optuna", "search": {"lr": {"loguniform": [1e-3, 1e-2]},
-                                                          "hidden_size": {"choice": [16, 24]}}})
+    spec = parse_spec(
+        {
+            "name": "optuna",
+            "train": {**TINY_TRAIN, "updates": 10},
+            "seeds": [3, 4],
+            "samples": 2,
+            "search_alg": "optuna",
+            "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "hidden_size": {"choice": [16, 24]}},
+        }
+    )
     path = run_sweep(spec, storage=str(tmp_path), verbose=0)
     report = build_report(path)
     trials = report.trials
@@ -281,8 +338,9 @@ def test_optuna_search_runs_every_sampled_config_on_every_seed(tmp_path):
     by_config = trials.groupby(["lr", "hidden_size"])["seed"].apply(sorted)
     assert len(by_config) == 2 and all(seeds == [3, 4] for seeds in by_config)
     for _, trial in trials.iterrows():  # the seed of each repeat is the one it reports
-        success, _ = direct_final(spec, {"lr": trial["lr"], "hidden_size": int(trial["hidden_size"]),
-                                         "seed": int(trial["seed"])})
+        success, _ = direct_final(
+            spec, {"lr": trial["lr"], "hidden_size": int(trial["hidden_size"]), "seed": int(trial["seed"])}
+        )
         assert [trial[f"success/stage{s}"] for s in range(3)] == success
 
 
@@ -294,3 +352,36 @@ def test_report_every_sends_fewer_reports_with_the_same_final_numbers(tmp_path):
     assert lines[-1]["final"] == 1
     success, reward = direct_final(spec, {"seed": 7})
     assert [lines[-1][f"success/stage{s}"] for s in range(3)] == success
+
+
+def test_asha_grace_period_counts_evaluations_even_when_reports_are_sparser():
+    # With report_every 2, a trial's first report comes after its 2nd evaluation (Tune's
+    # training_iteration 1). A grace period of 2 evaluations must judge it there; counted in
+    # reports (the old time_attr), the weak trial would run on to its 4th evaluation.
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from distributed_agent.sweep import make_scheduler
+
+    spec = parse_spec(
+        {
+            "name": "asha_units",
+            "train": {**TINY_TRAIN, "updates": 40, "eval_every": 5},
+            "scheduler": "asha",
+            "asha": {"grace_period": 2, "reduction_factor": 2},
+            "report_every": 2,
+            "checkpoint_every": 2,
+        }
+    )
+    scheduler = make_scheduler(spec)
+    scheduler.set_search_properties(spec.metric, spec.mode)
+    strong, weak = SimpleNamespace(trial_id="strong"), SimpleNamespace(trial_id="weak")
+    for trial in (strong, weak):
+        scheduler.on_trial_add(None, trial)
+
+    def first_report(success):  # what run_trial reports after its 2nd evaluation
+        return {"evaluation": 2, "training_iteration": 1, "success/min": success}
+
+    assert scheduler.on_trial_result(None, strong, first_report(1.0)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, weak, first_report(0.0)) == TrialScheduler.STOP

@@ -5,26 +5,44 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-
-from distributed_agent.spec import load_spec
 import torch
 
-from distributed_agent.config import ConfigError
 from distributed_agent import checkpoint
+from distributed_agent.config import ConfigError
 from distributed_agent.evaluation import greedy_rollouts
 from distributed_agent.runtime import apply_process_settings
+from distributed_agent.spec import load_spec
 from distributed_agent.train import TrainConfig, new_run, result, run_updates, train
 from distributed_agent.update import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(device="cpu", init="episode", loss="masked", curriculum="mastery", lr=3e-3, entropy_coef=0.03,
-             hidden_size=32, batch_size=64, updates=40, eval_every=5, eval_episodes=64, final_eval_episodes=200)
+SMALL = dict(
+    device="cpu",
+    init="episode",
+    loss="masked",
+    curriculum="mastery",
+    lr=3e-3,
+    entropy_coef=0.03,
+    hidden_size=32,
+    batch_size=64,
+    updates=40,
+    eval_every=5,
+    eval_episodes=64,
+    final_eval_episodes=200,
+)
 
 
 def fingerprint(result):
-    return json.dumps({"success": result.final_success, "reward": result.final_reward,
-                       "history": [asdict(e) | {"seconds": 0} for e in result.history],
-                       "episodes": result.episodes, "updates": result.updates, "samples": result.samples})
+    return json.dumps(
+        {
+            "success": result.final_success,
+            "reward": result.final_reward,
+            "history": [asdict(e) | {"seconds": 0} for e in result.history],
+            "episodes": result.episodes,
+            "updates": result.updates,
+            "samples": result.samples,
+        }
+    )
 
 
 def test_same_config_and_seed_give_identical_numbers():
@@ -36,8 +54,9 @@ def test_same_config_and_seed_give_identical_numbers():
 RESUME_SCRIPT = """
 import json, sys
 from dataclasses import asdict
-from distributed_agent import checkpoint, train
+from distributed_agent import checkpoint, runtime, train
 run = checkpoint.load(sys.argv[1])
+runtime.apply_process_settings(run.config)  # as every entry point does
 train.run_updates(run)
 result = train.result(run)
 print(json.dumps({"success": result.final_success, "reward": result.final_reward,
@@ -46,17 +65,31 @@ print(json.dumps({"success": result.final_success, "reward": result.final_reward
 """
 
 
-@pytest.mark.parametrize("extra", [{}, {"variant": "declared", "policy_head": "per_stage", "novelty_bonus": 0.5,
-                                        "explore_epsilon": 0.1, "self_imitation": 1.0, "action_space": "tools"}],
-                         ids=["plain", "exploration"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {
+            "variant": "declared",
+            "policy_head": "per_stage",
+            "novelty_bonus": 0.5,
+            "explore_epsilon": 0.1,
+            "self_imitation": 1.0,
+            "action_space": "tools",
+        },
+    ],
+    ids=["plain", "exploration"],
+)
 def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path, extra):
     config = TrainConfig(**{**SMALL, **extra})
     straight = train(config)
+    apply_process_settings(config)  # as every entry point does
     run = new_run(config)
     run_updates(run, until=20)
     saved = checkpoint.save(run, tmp_path / "half.pt")
-    out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(saved)], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(saved)], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert json.loads(out.stdout) == json.loads(fingerprint(straight))
     assert straight.updates == 40 and len(straight.history) == 8
 
@@ -87,11 +120,15 @@ def test_mastery_curriculum_unlocks_in_order_and_keeps_replaying():
     run = new_run(TrainConfig(**{**SMALL, "hidden_size": 64, "batch_size": 256, "updates": 120}))
     assert run.curriculum.batch_stages(1, 64).unique().tolist() == [0]
     stages_seen = []
-    run_updates(run, callback=lambda evaluation, t: stages_seen.append(
-        sorted(set(t.curriculum.batch_stages(t.update + 1, 64).tolist()))))
+    run_updates(
+        run,
+        callback=lambda evaluation, t: stages_seen.append(
+            sorted(set(t.curriculum.batch_stages(t.update + 1, 64).tolist()))
+        ),
+    )
     assert stages_seen[-1] == [0, 1, 2]
-    assert stages_seen == sorted(stages_seen, key=len)                  # never locks a stage again
-    assert all(s == list(range(len(s))) for s in stages_seen)         # always replays earlier stages
+    assert stages_seen == sorted(stages_seen, key=len)  # never locks a stage again
+    assert all(s == list(range(len(s))) for s in stages_seen)  # always replays earlier stages
 
 
 def test_tutorial_and_mixed_curricula_follow_the_tutorial_schedule():
@@ -114,14 +151,23 @@ def test_tutorial_and_mixed_curricula_follow_the_tutorial_schedule():
 def test_tool_action_space_and_newest_stage_entropy_train_on_the_declared_variant():
     from distributed_agent.env import TOOL_TOKENS
 
-    config = TrainConfig(**{**SMALL, "variant": "declared", "action_space": "tools", "newest_stage_entropy_coef": 0.3,
-                            "path_shaping": 0.2, "updates": 10})
+    config = TrainConfig(
+        **{
+            **SMALL,
+            "variant": "declared",
+            "action_space": "tools",
+            "newest_stage_entropy_coef": 0.3,
+            "path_shaping": 0.2,
+            "updates": 10,
+        }
+    )
     run = new_run(config)
     run_updates(run)
     _, actions, _ = greedy_rollouts(run, 2, 64, torch.Generator().manual_seed(0))
     assert set(actions.unique().tolist()) <= set(TOOL_TOKENS)
-    assert all(sample["actions"].split()[0] in {"MUL", "ADD", "SUB", "ANS", "STO", "RCL"}
-               for sample in result(run).samples)
+    assert all(
+        sample["actions"].split()[0] in {"MUL", "ADD", "SUB", "ANS", "STO", "RCL"} for sample in result(run).samples
+    )
     with pytest.raises(ConfigError, match="path_shaping: applies to variant declared only"):
         TrainConfig(path_shaping=0.1)
     with pytest.raises(ConfigError, match="action_space: must be one of all, tools"):

@@ -29,8 +29,9 @@ class NoveltyBonus(Exploration):
         machine_states, stages = batch.outcome.machine_states, batch.stages
         steps = machine_states.shape[1]
         visited = machine_states >= 0
-        cells = (stages.unsqueeze(1) * steps + torch.arange(steps, device=stages.device)) * MACHINE_STATES \
-            + machine_states.clamp_min(0)
+        cells = (
+            stages.unsqueeze(1) * steps + torch.arange(steps, device=stages.device)
+        ) * MACHINE_STATES + machine_states.clamp_min(0)
         bonus = (self.visits[cells] + 1).rsqrt() * visited
         self.visits.index_add_(0, cells[visited], torch.ones_like(cells[visited], dtype=torch.float64))
         return self.weight * bonus.sum(1).float()

@@ -27,8 +27,14 @@ class SelfImitation(Exploration):
     def build(cls, config, env, device):
         if not config.self_imitation:
             return None
-        return cls(config.self_imitation, config.self_imitation_batch, config.self_imitation_capacity,
-                   env.max_len, config.value_coef, device)
+        return cls(
+            config.self_imitation,
+            config.self_imitation_batch,
+            config.self_imitation_capacity,
+            env.max_len,
+            config.value_coef,
+            device,
+        )
 
     def extra_loss(self, run, batch) -> torch.Tensor:
         self.replay.add(batch.operands, batch.stages, batch.rollout.actions, batch.reward, batch.outcome.correct)
@@ -36,8 +42,9 @@ class SelfImitation(Exploration):
         if replayed is None:
             return self.weight * torch.zeros((), device=run.device)
         operands, stages, actions, reward = replayed
-        rollout = run.model(run.env.context(operands, stages), stages, actions.shape[1],
-                            action_mask=run.action_mask, forced=actions)
+        rollout = run.model(
+            run.env.context(operands, stages), stages, actions.shape[1], action_mask=run.action_mask, forced=actions
+        )
         return self.weight * self_imitation_loss(rollout, reward, self.value_coef)
 
     def state_dict(self) -> dict:
@@ -54,7 +61,7 @@ def self_imitation_loss(rollout: Rollout, reward: torch.Tensor, value_coef: floa
     counts = steps_that_count(rollout.actions).to(reward.dtype)
     gap = (reward.unsqueeze(1) - rollout.values).clamp_min(0)
     policy = -(log_probs * gap.detach() * counts).sum(1).mean()
-    value = 0.5 * ((gap ** 2) * counts).sum() / counts.sum()
+    value = 0.5 * ((gap**2) * counts).sum() / counts.sum()
     return policy + value_coef * value
 
 
@@ -86,15 +93,26 @@ class ReplayBuffer:
         if not stages:
             return None
         per_stage = max(1, count // len(stages))
-        picks = [(s, torch.randint(0, self.filled[s], (per_stage,), generator=generator,
-                                   device=generator.device)) for s in stages]
+        picks = [
+            (s, torch.randint(0, self.filled[s], (per_stage,), generator=generator, device=generator.device))
+            for s in stages
+        ]
         stage_ids = torch.cat([torch.full((per_stage,), s, device=self.reward.device) for s, _ in picks])
-        return (torch.cat([self.operands[s, i] for s, i in picks]), stage_ids.long(),
-                torch.cat([self.actions[s, i] for s, i in picks]), torch.cat([self.reward[s, i] for s, i in picks]))
+        return (
+            torch.cat([self.operands[s, i] for s, i in picks]),
+            stage_ids.long(),
+            torch.cat([self.actions[s, i] for s, i in picks]),
+            torch.cat([self.reward[s, i] for s, i in picks]),
+        )
 
     def state_dict(self) -> dict:
-        return {"operands": self.operands, "actions": self.actions, "reward": self.reward,
-                "filled": list(self.filled), "next": list(self.next)}
+        return {
+            "operands": self.operands,
+            "actions": self.actions,
+            "reward": self.reward,
+            "filled": list(self.filled),
+            "next": list(self.next),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.operands.copy_(state["operands"])

@@ -1,0 +1,244 @@
+"""Reading an experiment folder: one row per trial (attempts of a resumed trial merged, trials the
+spec plans that never started listed as `not started`), and every evaluation of every trial.
+
+Read from the files the sweep writes (each attempt's result.json and outcome.json, the saved
+spec), so a report needs no Ray and works on a finished, running or interrupted experiment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import ConfigError
+from ..experiment import hyperparameters, planned_trials, scan_trials
+from ..metrics import REWARD, SUCCESS, SUCCESS_MIN
+from ..safe_yaml import load_yaml
+from ..spec import parse_spec
+from ..storage import open_storage
+from .stats import summarize
+
+SOLVED = 0.99  # success on every stage that counts as solved
+STATUS_NAMES = {
+    "TERMINATED": "terminated",
+    "ERROR": "errored",
+    "RUNNING": "unfinished",
+    "PENDING": "unfinished",
+    "PAUSED": "unfinished",
+}
+
+
+@dataclass
+class Report:
+    name: str
+    trials: pd.DataFrame  # one row per trial
+    summary: pd.DataFrame  # one row per configuration, best first
+    curves: pd.DataFrame  # every evaluation of every trial
+    hyperparameters: list[str]
+    seeds_asked: int | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_report(run_dir: str | Path) -> Report:
+    """Every trial of the experiment, one row each: attempts of a resumed trial merged, and
+    trials the spec plans that never started listed as `not started`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder: {str(run_dir)!r} does not exist (give an experiment folder, e.g. runs/default)")
+    storage = open_storage(str(run_dir.parent), writable=False)
+    records = scan_trials(storage, run_dir.name)
+    spec = _read_spec(run_dir)
+    planned = _planned(spec)
+    if not records and not planned:
+        raise ConfigError(f"run folder: {str(run_dir)!r} holds no trial results (no */result.json)")
+    problems: list[str] = []
+    keyed = any("trial" in (r.params or {}) for r in records.values())  # written by this version
+    legacy_statuses = {} if keyed else read_statuses(run_dir, problems)
+    seeds_asked = _seeds_asked(spec)
+    rows, curve_rows, hyper = [], [], []
+    for key, record in sorted(records.items()):
+        for attempt in record.attempts:
+            problems.extend(attempt.problems)
+        reports = record.results
+        # A trial that failed before its first report still counts: its config is in params.json.
+        last = reports[-1] if reports else {"config": record.params or {}}
+        if not reports and record.params is None:
+            problems.append(f"{record.attempts[-1].dirname}: no readable report and no readable params.json")
+        trial_id = last.get("trial_id", key)
+        params = trial_params(record.params or last.get("config", {}))
+        for name in params:
+            if name != "seed" and name not in hyper:
+                hyper.append(name)
+        seed = last.get("seed", params.get("seed"))
+        trial_dir = run_dir / record.attempts[-1].dirname
+        if (record.outcome or {}).get("status") == "terminated" and not record.finished:
+            status = "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
+        else:
+            status = _status(record.outcome or legacy_statuses.get(trial_id), last, trial_dir)
+        error = _error_line(trial_dir) if status == "errored" else ""
+        failures = sum((a.outcome or {}).get("failures", 0) for a in record.attempts) or (
+            legacy_statuses.get(trial_id) or {}
+        ).get("num_failures", 0)
+        solved_at = next((r["episodes"] for r in reports if r.get("success/min", 0) >= SOLVED), np.nan)
+        rows.append(
+            {
+                "trial_id": trial_id,
+                **{k: v for k, v in params.items() if k != "seed"},
+                "seed": seed,
+                "status": status,
+                **{k: last.get(k, np.nan) for k in [*SUCCESS, *REWARD, SUCCESS_MIN]},
+                "final_eval": bool(last.get("final", 0)),
+                "eval_episodes": last.get("eval_episodes", np.nan),
+                "episodes": last.get("episodes", np.nan),
+                "updates": last.get("update", np.nan),
+                "wall_time_s": last.get("time_total_s", np.nan),
+                "node": last.get("node_id", last.get("hostname", "")),
+                "failures": failures,
+                "attempts": len(record.attempts),
+                "solved": bool(last.get("final", 0)) and last.get("success/min", 0) >= SOLVED,
+                "episodes_to_solve": solved_at,
+                "error": error,
+            }
+        )
+        for r in reports:
+            curve_rows.append(
+                {
+                    "trial_id": trial_id,
+                    **{k: v for k, v in params.items() if k != "seed"},
+                    "seed": seed,
+                    "episodes": r.get("episodes"),
+                    "final": bool(r.get("final", 0)),
+                    **{k: r.get(k, np.nan) for k in [*SUCCESS, SUCCESS_MIN]},
+                }
+            )
+    rows += _not_started(spec, planned, records, hyper)
+    trials = pd.DataFrame(rows)
+    for status in ("unfinished", "not started"):
+        count = int((trials["status"] == status).sum())
+        if count:
+            problems.append(
+                f"{count} trials are {status} (experiment running or interrupted): "
+                + (
+                    "their last evaluation is shown, not a final one"
+                    if status == "unfinished"
+                    else "continue it with --resume"
+                )
+            )
+    summary = summarize(trials, hyper, seeds_asked)
+    name = (spec or {}).get("name", run_dir.name)
+    return Report(name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems)
+
+
+def load_report(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`trials, summary = load_report(run_dir)` for a notebook."""
+    report = build_report(run_dir)
+    return report.trials, report.summary
+
+
+def trial_params(config: dict) -> dict:
+    """The swept parameters of a trial, from the config Tune recorded."""
+    params = hyperparameters(config) or {}
+    params.update({k: v for k, v in config.items() if k not in ("hp", "trial", "__trial_index__")})
+    return params
+
+
+def read_statuses(run_dir: Path, problems: list[str]) -> dict[str, dict]:
+    """trial_id -> {status, num_failures} from the newest experiment state Tune wrote: only for
+    folders written before trials recorded their outcome.json (read as JSON, never unpickled)."""
+    states = sorted(run_dir.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+        statuses = {}
+        for entry in data["trial_data"]:
+            trial = json.loads(entry[0])
+            runtime = json.loads(entry[1])
+            statuses[trial["trial_id"]] = {"status": trial["status"], "num_failures": runtime.get("num_failures", 0)}
+        return statuses
+    except (ValueError, KeyError, IndexError, TypeError):
+        problems.append(f"{states[-1].name} is unreadable: trial statuses are inferred from the results")
+        return {}
+
+
+def _planned(spec: dict | None):
+    """The spec saved with the experiment, parsed (it is data: validated like any spec)."""
+    if not spec:
+        return None
+    try:
+        return parse_spec(spec)
+    except ConfigError:
+        return None
+
+
+def _not_started(raw_spec: dict | None, spec, records: dict, hyper: list[str]) -> list[dict]:
+    """Rows for the trials the spec plans that have no folder yet."""
+    if spec is None:
+        return []
+    empty = {k: np.nan for k in [*SUCCESS, *REWARD, SUCCESS_MIN]}
+    base = {
+        "status": "not started",
+        **empty,
+        "final_eval": False,
+        "failures": 0,
+        "attempts": 0,
+        "solved": False,
+        "episodes_to_solve": np.nan,
+        "error": "",
+    }
+    if spec.search_alg == "optuna":  # configurations not drawn yet are unknown
+        missing = spec.samples * len(spec.seeds) - len(records)
+        return [{"trial_id": f"not started {i}", **base} for i in range(max(0, missing))]
+    plan = planned_trials(spec)
+    if not set(records) <= {trial["key"] for trial in plan}:
+        return []  # a folder written before trials were keyed by the spec: what is missing is unknown
+    rows = []
+    for trial in plan:
+        if trial["key"] in records:
+            continue
+        params = dict(trial["hp"])
+        for name in params:
+            if name != "seed" and name not in hyper:
+                hyper.append(name)
+        rows.append({"trial_id": trial["key"], **params, **base})
+    return rows
+
+
+def _read_spec(run_dir: Path) -> dict | None:
+    path = run_dir / "spec.yaml"
+    try:
+        return load_yaml(path.read_text(), f"{path}") if path.exists() else None
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return None
+
+
+def _seeds_asked(spec: dict | None) -> int | None:
+    if not spec:
+        return None
+    seeds = spec.get("seeds", 1)
+    return seeds if isinstance(seeds, int) else len(seeds)
+
+
+def _status(state: dict | None, last: dict, trial_dir: Path) -> str:
+    if state is not None:
+        status = STATUS_NAMES.get(state["status"], state["status"].lower())
+    elif (trial_dir / "error.txt").exists() and not last.get("final"):
+        status = "errored"
+    else:
+        status = "terminated" if last.get("final") else "unfinished"
+    if status == "terminated" and not last.get("final"):
+        return "stopped early"  # ended by the scheduler before its last update
+    return status
+
+
+def _error_line(trial_dir: Path) -> str:
+    path = trial_dir / "error.txt"
+    if not path.exists():
+        return "(no error.txt)"
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line and ":" in line]
+    return (errors or lines or ["(empty error.txt)"])[-1][:300]

@@ -1,0 +1,77 @@
+"""Tables: the paper table of a summary, as Markdown and LaTeX. Every number is a *success*
+(share of correct greedy answers) unless a column says reward."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..metrics import REWARD, STAGES, SUCCESS
+
+
+def display_table(summary: pd.DataFrame, hyperparameters: list[str], latex: bool = False) -> pd.DataFrame:
+    """The paper table: configuration, seeds, per-stage success mean [95% CI] and IQM, solved share."""
+    pm = r"$\pm$" if latex else "±"
+    rows = []
+    for _, row in summary.iterrows():
+        out = {h: format_value(row[h]) for h in hyperparameters}
+        seeds = f"{row['final']}/{row['seeds_asked']}"
+        notes = [
+            f"{row[k]} {k.replace('_', ' ')}"
+            for k in ("stopped_early", "errored", "unfinished", "not_started")
+            if row[k]
+        ]
+        out["seeds (final/asked)"] = seeds + (f" ({', '.join(notes)})" if notes else "")
+        for stage, column in zip(STAGES, SUCCESS):
+            out[f"{stage} success"] = mean_ci(row, column, std=pm)
+            out[f"{stage} IQM"] = format_number(row[column + " iqm"])
+        for stage, column in zip(STAGES, REWARD):
+            out[f"{stage} reward"] = mean_ci(row, column)
+        out["solved (all stages >= 0.99)"] = f"{row['solved_share']:.0%}"
+        median = row["median_episodes_to_solve"]
+        out["median episodes to solve"] = "-" if pd.isna(median) else f"{median:,.0f}"
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def mean_ci(row: pd.Series, column: str, std: str | None = None) -> str:
+    """'0.873 [0.738, 1.000]' from a summary row, or with std='±': '0.873 ± 0.311 [0.738, 1.000]'."""
+    spread = f" {std} {format_number(row[column + ' std'])}" if std else ""
+    low, high = format_number(row[column + " ci_low"]), format_number(row[column + " ci_high"])
+    return f"{row[column + ' mean']:.3f}{spread} [{low}, {high}]"
+
+
+def format_config(row: pd.Series, hyperparameters: list[str]) -> str:
+    return ", ".join(f"{h}={format_value(row[h])}" for h in hyperparameters) or "all trials"
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def format_number(value) -> str:
+    return "-" if pd.isna(value) else f"{value:.3f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    latex_safe = table.rename(columns=lambda c: c.replace("_", r"\_").replace(">=", r"$\geq$"))
+    latex_safe = latex_safe.map(lambda v: str(v).replace("%", r"\%").replace("_", r"\_"))
+    return latex_safe.style.hide(axis="index").to_latex(
+        caption=caption, label=label, hrules=True, column_format="l" * len(table.columns), position="htbp"
+    )
+
+
+def caption_for(name: str) -> str:
+    return (
+        f"Experiment {name}: final greedy success (share of correct answers) per stage, "
+        f"mean $\\pm$ std over seeds [95\\% percentile-bootstrap CI] and interquartile mean; mean reward "
+        f"with the shaping bonus [95\\% CI]; the share of seeds reaching $\\geq$ 0.99 success on every stage."
+    )
