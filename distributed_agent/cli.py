@@ -177,6 +177,7 @@ def command_report(args) -> int:
         written = write_report(reports[0], out)
     else:
         written = compare_reports(reports, labels, out, configs=args.config)
+        print(written[1].read_text())  # comparison.md: both tables, with what they show
     print("Wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, TrainConfig, coerce
-from .metrics import OBJECTIVES
+from .metrics import OBJECTIVES, SUCCESS_MIN
 from .safe_yaml import load_yaml
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -93,7 +93,7 @@ class ExperimentSpec:
     max_failures: int = 2
     report_every: int = 1
     checkpoint_every: int = 5
-    metric: str = "success/min"
+    metric: str = SUCCESS_MIN
     mode: str = "max"
     description: str = ""
     source: dict = field(default_factory=dict, compare=False)  # the YAML as read, saved with the run
@@ -173,7 +173,7 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
             f"checkpoint_every: must be a multiple of report_every ({report_every}), "
             f"since checkpoints travel with reports (got {checkpoint_every})"
         )
-    metric = _choice_field(raw, "metric", "success/min", OBJECTIVES)
+    metric = _choice_field(raw, "metric", SUCCESS_MIN, OBJECTIVES)
     mode = _choice_field(raw, "mode", "max", MODES)
     description = raw.get("description", "")
     if not isinstance(description, str):

@@ -204,6 +204,7 @@ def test_cli_report_and_comparison(tmp_path, capsys):
         )
         == 0
     )
+    assert "| best | lr=0.003, hidden_size=64 |" in capsys.readouterr().out  # the comparison, printed
     table = pd.read_csv(comparison / "comparison.csv")
     assert list(table["experiment"]) == ["best", "weak"]
     assert table.loc[1, "configuration"] == "lr=0.0003, hidden_size=64"

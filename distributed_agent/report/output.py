@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..metrics import STAGES
+from ..metrics import STAGES, SUCCESS_MIN
 from .plots import learning_curves_plot, sensitivity_plot
 from .reading import Report
 from .tables import caption_for, display_table, format_config, mean_ci, to_latex, to_markdown
@@ -50,7 +50,7 @@ def print_summary(report: Report) -> None:
         print(table[columns].to_string(index=False))
     best = report.summary.iloc[0]
     print(
-        f"\nBest: {format_config(best, report.hyperparameters)}: success/min {mean_ci(best, 'success/min')}, "
+        f"\nBest: {format_config(best, report.hyperparameters)}: {SUCCESS_MIN} {mean_ci(best, SUCCESS_MIN)}, "
         f"solved by {best['solved_share']:.0%} of seeds"
     )
     errored = report.trials[report.trials["status"] == "errored"]

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 from ..env import NUM_STAGES  # noqa: E402
-from ..metrics import SUCCESS  # noqa: E402
+from ..metrics import SUCCESS, SUCCESS_MIN  # noqa: E402
 from .tables import format_config, format_value  # noqa: E402
 
 if TYPE_CHECKING:
@@ -73,11 +73,11 @@ def sensitivity_plot(report: Report, path: Path) -> bool:
         group = group.sort_values("lr")
         key = key if isinstance(key, tuple) else (key,)
         label = ", ".join(f"{k}={format_value(v)}" for k, v in zip(line_keys, key)) or "all"
-        low = group["success/min mean"] - group["success/min ci_low"].fillna(group["success/min mean"])
-        high = group["success/min ci_high"].fillna(group["success/min mean"]) - group["success/min mean"]
+        low = group[f"{SUCCESS_MIN} mean"] - group[f"{SUCCESS_MIN} ci_low"].fillna(group[f"{SUCCESS_MIN} mean"])
+        high = group[f"{SUCCESS_MIN} ci_high"].fillna(group[f"{SUCCESS_MIN} mean"]) - group[f"{SUCCESS_MIN} mean"]
         axis.errorbar(
             group["lr"],
-            group["success/min mean"],
+            group[f"{SUCCESS_MIN} mean"],
             yerr=[low, high],
             marker="o",
             capsize=3,
@@ -86,7 +86,7 @@ def sensitivity_plot(report: Report, path: Path) -> bool:
         )
     axis.set_xscale("log")
     axis.set_xlabel("learning rate")
-    axis.set_ylabel("final success/min (mean, 95% CI)")
+    axis.set_ylabel(f"final {SUCCESS_MIN} (mean, 95% CI)")
     axis.set_ylim(-0.05, 1.05)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)

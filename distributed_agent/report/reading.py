@@ -83,7 +83,7 @@ def build_report(run_dir: str | Path) -> Report:
         failures = sum((a.outcome or {}).get("failures", 0) for a in record.attempts) or (
             legacy_statuses.get(trial_id) or {}
         ).get("num_failures", 0)
-        solved_at = next((r["episodes"] for r in reports if r.get("success/min", 0) >= SOLVED), np.nan)
+        solved_at = next((r["episodes"] for r in reports if r.get(SUCCESS_MIN, 0) >= SOLVED), np.nan)
         rows.append(
             {
                 "trial_id": trial_id,
@@ -99,7 +99,7 @@ def build_report(run_dir: str | Path) -> Report:
                 "node": last.get("node_id", last.get("hostname", "")),
                 "failures": failures,
                 "attempts": len(record.attempts),
-                "solved": bool(last.get("final", 0)) and last.get("success/min", 0) >= SOLVED,
+                "solved": bool(last.get("final", 0)) and last.get(SUCCESS_MIN, 0) >= SOLVED,
                 "episodes_to_solve": solved_at,
                 "error": error,
             }

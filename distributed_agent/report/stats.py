@@ -92,7 +92,7 @@ def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary = summary.sort_values(
-        ["success/min mean", "solved_share", "median_episodes_to_solve"],
+        [f"{SUCCESS_MIN} mean", "solved_share", "median_episodes_to_solve"],
         ascending=[False, False, True],
         na_position="last",
         kind="stable",
