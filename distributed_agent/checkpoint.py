@@ -92,17 +92,23 @@ def restore(run: TrainState, state: dict, where: str) -> None:
     saved = {k: v for k, v in saved_config(state, where).to_dict().items() if k not in EXECUTION_FIELDS}
     if saved != {k: v for k, v in run.config.to_dict().items() if k not in EXECUTION_FIELDS}:
         raise ConfigError(f"checkpoint {where} was made for another configuration than this run's")
+    _load_explained(run, state, where)
+
+
+def load(path: str | Path, **config_changes) -> TrainState:
+    """The run saved in `path`, continued under its configuration with `config_changes` on top
+    (the CLI changes the device; `train(resume_from=...)` gives its whole config)."""
+    state = read(path)
+    where = repr(str(path))
+    run = new_run(saved_config(state, where).replace(**config_changes))
+    _load_explained(run, state, where)
+    return run
+
+
+def _load_explained(run: TrainState, state: dict, where: str) -> None:
+    """load_state_dict, with a state that does not fit the run's shapes said in one line."""
     try:
         load_state_dict(run, state)
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         reason = str(error).splitlines()[0][:120] if str(error) else error.__class__.__name__
         raise ConfigError(f"checkpoint: {where} does not match the configuration it names ({reason})") from None
-
-
-def load(path: str | Path, **config_changes) -> TrainState:
-    """The run saved in `path`, with execution fields (device, num_threads) changed if given."""
-    state = read(path)
-    where = repr(str(path))
-    run = new_run(saved_config(state, where).replace(**config_changes))
-    restore(run, {**state, "config": run.config.to_dict()}, where)
-    return run

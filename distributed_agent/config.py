@@ -22,8 +22,7 @@ CURRICULA = ("one_stage", "mixed", "mastery")
 INVALID_ACTION_RULES = ("noop", "end")
 ACTION_SPACES = ("all", "tools")
 POLICY_HEADS = ("shared", "per_stage")
-DEVICES = "auto, cpu, cuda, cuda:N"
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICES = (re.compile(r"^(auto|cpu|cuda(:\d+)?)$"), "auto, cpu, cuda, cuda:N")  # (pattern, what it allows)
 # The value "tutorial" once named the tutorial's choice of four different fields; it is still
 # read (old specs, checkpoints) and stands for the name below.
 TUTORIAL_ALIASES = {"variant": "shifted", "init": "batch_mean", "loss": "summed_baseline", "curriculum": "one_stage"}
@@ -43,14 +42,24 @@ class ConfigError(ValueError):
 
 
 def knob(
-    default, doc: str, *, allowed: tuple = (), above=None, at_least=None, at_most=None, declared_only: bool = False
+    default,
+    doc: str,
+    *,
+    allowed: tuple = (),
+    pattern: tuple[re.Pattern, str] | None = None,
+    above=None,
+    at_least=None,
+    at_most=None,
+    declared_only: bool = False,
 ):
-    """A TrainConfig field: `doc` is its one-line help; `allowed` its values (strings), or bounds
-    `above` (exclusive), `at_least`, `at_most` (inclusive); `declared_only`: a non-default value
-    needs variant declared. Sizes have an `at_most` that no machine this tool targets exceeds."""
+    """A TrainConfig field: `doc` is its one-line help; `allowed` its values (strings), or a
+    `pattern` (regex, what it allows), or bounds `above` (exclusive), `at_least`, `at_most`
+    (inclusive); `declared_only`: a non-default value needs variant declared. Sizes have an
+    `at_most` that no machine this tool targets exceeds."""
     rule = {
         "doc": doc,
         "allowed": allowed,
+        "pattern": pattern,
         "above": above,
         "at_least": at_least,
         "at_most": at_most,
@@ -145,7 +154,7 @@ class TrainConfig:
     explain_samples: int = knob(5, "greedy episodes per stage spelled out in the result", at_least=0, at_most=1000)
     # execution
     seed: int = knob(0, "seed of the weights, the tasks and the sampling", at_least=0, at_most=MAX_SEED)
-    device: str = knob("auto", "where to train (auto: CUDA when available)")
+    device: str = knob("auto", "where to train (auto: CUDA when available)", pattern=DEVICES)
     num_threads: int = knob(1, "torch threads of the process that trains", above=0, at_most=1024)
 
     def __post_init__(self):
@@ -158,9 +167,7 @@ class TrainConfig:
                 if not math.isfinite(value):
                     raise ConfigError(f"{field.name}: must be a finite number (got {value!r})")
                 object.__setattr__(self, field.name, value := float(value))
-            _check_rule(field.name, value, field)
-        if not DEVICE_PATTERN.match(self.device):
-            raise ConfigError(f"device: must be one of {DEVICES} (got {self.device!r})")
+            _check_rule(field, value)
         if self.variant != "declared":
             for field in fields(self):
                 if field.metadata["declared_only"] and getattr(self, field.name) != field.default:
@@ -228,12 +235,14 @@ def _check_type(name: str, value, type_name: str) -> None:
         raise ConfigError(f"{name}: must be {allowed} (got {value!r})")
 
 
-def _check_rule(name: str, value, field) -> None:
-    rule = field.metadata
+def _check_rule(field, value) -> None:
+    name, rule = field.name, field.metadata
     if value is None:
         return
     if rule["allowed"] and value not in rule["allowed"]:
         raise ConfigError(f"{name}: must be one of {', '.join(rule['allowed'])} (got {value!r})")
+    if rule["pattern"] and not rule["pattern"][0].match(value):
+        raise ConfigError(f"{name}: must be one of {rule['pattern'][1]} (got {value!r})")
     above, at_least, at_most = rule["above"], rule["at_least"], rule["at_most"]
     if (
         (above is not None and value <= above)
@@ -257,8 +266,8 @@ def _range_text(field) -> str:
 
 def _allowed_text(field) -> str:
     rule, optional = field.metadata, field.type.endswith("| None")
-    if field.name == "device":
-        text = DEVICES
+    if rule["pattern"]:
+        text = rule["pattern"][1]
     elif rule["allowed"]:
         text = " | ".join(rule["allowed"])
     elif any(rule[k] is not None for k in ("above", "at_least", "at_most")):

@@ -54,3 +54,9 @@ def test_allocator_ab_runs_both_settings_in_fresh_processes():
     out = run("allocator_ab.py", "--rounds", "1", "--updates", "3", "--batch", "16")
     assert re.search(r"keep_freed_memory off: ms/update [\d.]+", out) and "keep_freed_memory on" in out, out
     assert re.search(r"speed-up with the setting: \d+\.\d\dx", out)
+
+
+def test_batched_identity_probe_prints_a_verdict_per_operation():
+    out = run("batched_identity_probe.py", "--members", "4", "--batch", "8", "--hidden", "16")
+    verdicts = [line for line in out.splitlines() if re.search(r": (True|False)$", line)]
+    assert len(verdicts) == 3, out

@@ -36,11 +36,11 @@ class SelfImitation(Exploration):
             device,
         )
 
-    def extra_loss(self, run, batch) -> torch.Tensor:
+    def extra_loss(self, run, batch) -> torch.Tensor | None:
         self.replay.add(batch.operands, batch.stages, batch.rollout.actions, batch.reward, batch.outcome.correct)
         replayed = self.replay.sample(self.batch, run.generator)
-        if replayed is None:
-            return self.weight * torch.zeros((), device=run.device)
+        if replayed is None:  # no correct episode yet
+            return None
         operands, stages, actions, reward = replayed
         rollout = run.model(
             run.env.context(operands, stages), stages, actions.shape[1], action_mask=run.action_mask, forced=actions
