@@ -38,11 +38,11 @@ def measure(setting: str, spec_path: str | None, batch: int, updates: int) -> di
     torch.set_num_threads(1)
     run = new_run(config)
     for _ in range(20):
-        train_step(run)
+        train_step([run])
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.perf_counter()
     for _ in range(updates):
-        train_step(run)
+        train_step([run])
     seconds = time.perf_counter() - started
     return {
         "batch": config.batch_size,

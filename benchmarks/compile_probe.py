@@ -21,6 +21,7 @@ from tutorial_reference import ReferenceUpdate
 
 from distributed_agent.a2c import a2c_loss
 from distributed_agent.config import TrainConfig
+from distributed_agent.model import Rollout
 from distributed_agent.runtime import apply_process_settings
 from distributed_agent.state import TrainState, new_run
 from distributed_agent.update import train_step
@@ -35,14 +36,15 @@ def compiled_update(trainer: TrainState):
     def loss(context, stages, operands, noise):
         rollout = model.rollout(context, stages, env.max_len, noise=noise)
         outcome = env.run(rollout.actions, operands, stages)
+        as_population = Rollout(rollout.actions[None], rollout.logits[None], rollout.values[None])
         return a2c_loss(
-            rollout,
-            outcome.reward,
+            as_population,
+            outcome.reward[None],
             loss=config.loss,
             entropy_coef=config.entropy_coef,
             value_coef=config.value_coef,
             normalize_advantage=config.normalize_advantage,
-        ).total
+        ).total[0]
 
     compiled_loss = torch.compile(loss, dynamic=False, fullgraph=True)
 
@@ -78,7 +80,7 @@ def main():
     )
     rates = {"reference (tutorial's update)": [], "project, hand-fused": [], "project, torch.compile": []}
     for _ in range(args.rounds):
-        for name, step in zip(rates, (reference.step, lambda: train_step(fused), compiled)):
+        for name, step in zip(rates, (reference.step, lambda: train_step([fused]), compiled)):
             rates[name].append(episodes_per_second(step, args.batch, args.updates)[0])
     reference_rate = statistics.median(rates["reference (tutorial's update)"])
     for name, values in rates.items():

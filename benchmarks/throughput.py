@@ -67,7 +67,7 @@ def main():
         ref_runs, project_runs = [], []
         for _ in range(args.rounds):
             ref_runs.append(episodes_per_second(reference.step, batch, args.updates))
-            project_runs.append(episodes_per_second(functools.partial(train_step, run), batch, args.updates))
+            project_runs.append(episodes_per_second(functools.partial(train_step, [run]), batch, args.updates))
         ref, ref_faults = (statistics.median(column) for column in zip(*ref_runs))
         project, project_faults = (statistics.median(column) for column in zip(*project_runs))
         print(

@@ -87,11 +87,11 @@ class ReferenceActorCritic(nn.Module):
 
 
 class ReferenceUpdate:
-    def __init__(self, batch, seed=0):
+    def __init__(self, batch, seed=0, hidden=96):
         torch.manual_seed(seed)
         random.seed(seed)
         self.batch = batch
-        self.net = ReferenceActorCritic()
+        self.net = ReferenceActorCritic(hidden)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=3e-4)
 
     @staticmethod

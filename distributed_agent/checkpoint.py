@@ -1,4 +1,5 @@
-"""Checkpoints: a run's whole state in one file, and reading one back with its format checked.
+"""Checkpoints: a population's whole state (every member's) in one file, and reading one back
+with its format checked. A run alone is a population of one.
 
 A checkpoint is a dict of tensors and plain values (torch.save), read with weights_only=True:
 a file from shared storage is data, never code.
@@ -14,13 +15,13 @@ import torch
 from .config import ConfigError, TrainConfig
 from .state import Evaluation, TrainState, new_run
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # a population: {"format": 2, "members": [one run's state, ...]}
+SINGLE_RUN_FORMAT = 1  # one run's state at the top level (read as a population of one)
 EXECUTION_FIELDS = ("device", "num_threads")  # may differ between the run saved and the one resumed
 
 
-def state_dict(run: TrainState) -> dict:
+def member_state(run: TrainState) -> dict:
     state = {
-        "format": CHECKPOINT_FORMAT,
         "config": run.config.to_dict(),
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -38,7 +39,7 @@ def state_dict(run: TrainState) -> dict:
     return state
 
 
-def load_state_dict(run: TrainState, state: dict) -> None:
+def load_member_state(run: TrainState, state: dict) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.generator.set_state(state["generator"])
@@ -53,17 +54,21 @@ def load_state_dict(run: TrainState, state: dict) -> None:
     run.history = [Evaluation(**e) for e in state["history"]]
 
 
-def save(run: TrainState, path: str | Path) -> Path:
+def state_dict(members: list[TrainState]) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "members": [member_state(run) for run in members]}
+
+
+def save(members: list[TrainState], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    torch.save(state_dict(run), partial)
+    torch.save(state_dict(members), partial)
     partial.replace(path)  # a crash mid-write never leaves a truncated checkpoint
     return path
 
 
 def read(path: str | Path) -> dict:
-    """The state saved in `path`; a missing, foreign or corrupt file is one ConfigError line."""
+    """The population saved in `path`; a missing, foreign or corrupt file is one ConfigError line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint: no such file {str(path)!r}")
@@ -73,42 +78,55 @@ def read(path: str | Path) -> dict:
         raise ConfigError(
             f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint ({error.__class__.__name__})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if isinstance(state, dict) and state.get("format") == SINGLE_RUN_FORMAT:
+        return {"format": CHECKPOINT_FORMAT, "members": [state]}
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or not state.get("members"):
         raise ConfigError(
             f"checkpoint: {str(path)!r} is not a distributed_agent checkpoint (format {CHECKPOINT_FORMAT})"
         )
     return state
 
 
-def saved_config(state: dict, where: str) -> TrainConfig:
+def saved_configs(state: dict, where: str) -> list[TrainConfig]:
     try:
-        return TrainConfig.from_dict(state["config"], where=f"checkpoint {where}: config")
-    except KeyError:
+        return [
+            TrainConfig.from_dict(member["config"], where=f"checkpoint {where}: config") for member in state["members"]
+        ]
+    except (KeyError, TypeError):
         raise ConfigError(f"checkpoint: {where} names no configuration") from None
 
 
-def restore(run: TrainState, state: dict, where: str) -> None:
-    """Load `state` into `run`, which must train the same configuration (execution aside)."""
-    saved = {k: v for k, v in saved_config(state, where).to_dict().items() if k not in EXECUTION_FIELDS}
-    if saved != {k: v for k, v in run.config.to_dict().items() if k not in EXECUTION_FIELDS}:
-        raise ConfigError(f"checkpoint {where} was made for another configuration than this run's")
-    _load_explained(run, state, where)
+def restore(members: list[TrainState], state: dict, where: str) -> None:
+    """Load `state` into a population that must train the same configurations and seeds (execution
+    aside)."""
+
+    def comparable(config: TrainConfig) -> dict:
+        return {k: v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS}
+
+    if [comparable(c) for c in saved_configs(state, where)] != [comparable(run.config) for run in members]:
+        raise ConfigError(f"checkpoint {where} was made for another configuration or seeds than this run's")
+    load_population_state(members, state, where)
 
 
-def load(path: str | Path, **config_changes) -> TrainState:
-    """The run saved in `path`, continued under its configuration with `config_changes` on top
-    (the CLI changes the device; `train(resume_from=...)` gives its whole config)."""
+def load(path: str | Path, **config_changes) -> list[TrainState]:
+    """The population saved in `path`, continued under its configurations with `config_changes` on
+    top (the CLI changes the device)."""
     state = read(path)
     where = repr(str(path))
-    run = new_run(saved_config(state, where).replace(**config_changes))
-    _load_explained(run, state, where)
-    return run
+    members = [new_run(config.replace(**config_changes)) for config in saved_configs(state, where)]
+    load_population_state(members, state, where)
+    return members
 
 
-def _load_explained(run: TrainState, state: dict, where: str) -> None:
-    """load_state_dict, with a state that does not fit the run's shapes said in one line."""
+def load_population_state(members: list[TrainState], state: dict, where: str = "state") -> None:
+    """Each member's saved state into it; a state that does not fit the population's shapes is said
+    in one line."""
+    saved = state.get("members", [])
+    if len(saved) != len(members):
+        raise ConfigError(f"checkpoint: {where} holds {len(saved)} member(s), this run trains {len(members)}")
     try:
-        load_state_dict(run, state)
+        for run, member in zip(members, saved):
+            load_member_state(run, member)
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         reason = str(error).splitlines()[0][:120] if str(error) else error.__class__.__name__
         raise ConfigError(f"checkpoint: {where} does not match the configuration it names ({reason})") from None

@@ -66,8 +66,7 @@ def command_train(args) -> int:
     from . import checkpoint
     from .runtime import apply_process_settings
     from .spec import load_spec
-    from .train import new_run, run_updates
-    from .train import result as run_result
+    from .train import new_run, results, run_updates
 
     spec = load_spec(args.config)
     config = spec.train.replace(**parse_overrides(args.set)) if args.set else spec.train
@@ -77,14 +76,14 @@ def command_train(args) -> int:
     apply_process_settings(config)
     run = new_run(config)
     print(f"Training {spec.name}: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
-    run_updates(run, callback=lambda evaluation, _: print(format_evaluation(evaluation), flush=True))
-    result = run_result(run)
+    run_updates([run], callback=lambda members: print(format_evaluation(members[0].history[-1]), flush=True))
+    [result] = results([run])
     print("\nExplained greedy samples:")
     print_explained(result.samples)
     print()
     print_final(result)
     if save is not None:
-        checkpoint.save(run, save)
+        checkpoint.save([run], save)
         print(f"Checkpoint saved to {save} (see it again with: distributed-agent explain --checkpoint {save})")
     return 0
 
@@ -92,16 +91,16 @@ def command_train(args) -> int:
 def command_explain(args) -> int:
     from . import checkpoint
     from .runtime import apply_process_settings
-    from .train import result as run_result
+    from .train import results
 
-    run = checkpoint.load(args.checkpoint, device=args.device)
-    apply_process_settings(run.config)
-    result = run_result(run)
-    print(f"Checkpoint {args.checkpoint}: update {run.update}, {run.episodes} episodes")
-    print("Explained greedy samples:")
-    print_explained(result.samples)
-    print()
-    print_final(result)
+    members = checkpoint.load(args.checkpoint, device=args.device)
+    apply_process_settings(members[0].config)
+    for run, result in zip(members, results(members)):
+        print(f"Checkpoint {args.checkpoint}, seed {run.config.seed}: update {run.update}, {run.episodes} episodes")
+        print("Explained greedy samples:")
+        print_explained(result.samples)
+        print()
+        print_final(result)
     return 0
 
 

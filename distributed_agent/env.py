@@ -59,7 +59,7 @@ Without STO and RCL no program reaches (a*b+c)-(d*e) for every operand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -127,6 +127,11 @@ class Outcome:
     answer_set: torch.Tensor  # BoolTensor[B]: ANS found a value to give
     target: torch.Tensor  # LongTensor[B]: what `correct` compares the answer with
     machine_states: torch.Tensor | None = None  # declared: LongTensor[B, T], MACHINE_STATES codes, -1 once over
+
+    def rows(self, start: int, stop: int) -> Outcome:
+        """The outcome of episodes start..stop-1 (views): one member's share of a population's batch."""
+        values = (getattr(self, f.name) for f in fields(self))
+        return Outcome(*(None if value is None else value[start:stop] for value in values))
 
 
 class ToolEnv:

@@ -10,6 +10,7 @@ import torch
 
 from .env import NUM_STAGES, OPERANDS_SHOWN, TARGET_FORMULAS, declared_target, tokens_to_text
 from .metrics import stage_metrics
+from .model import StackedWeights, population_forward
 from .state import Evaluation, TrainState
 
 FINAL_TAG, EXPLAIN_TAG = -1, -2
@@ -32,24 +33,31 @@ def evaluation_generator(run: TrainState, tag: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def greedy_rollouts(run: TrainState, stage: int, episodes: int, generator: torch.Generator):
-    """(operands, actions, outcome) of `episodes` greedy episodes of one stage."""
-    run.model.eval()
-    stages = torch.full((episodes,), stage, dtype=torch.long, device=run.device)
-    operands, context = run.env.sample(episodes, stages, generator)
-    rollout = run.model(context, stages, run.env.max_len, action_mask=run.action_mask)
-    return operands, rollout.actions, run.env.run(rollout.actions, operands, stages)
+def greedy_rollouts(members: list[TrainState], stage: int, episodes: int, generators: list[torch.Generator]):
+    """(operands [K, N, 5], actions [K, N, T], outcome of K*N episodes): `episodes` greedy
+    episodes of one stage per member, each drawn from the member's generator, rolled out together."""
+    env = members[0].env
+    for run in members:
+        run.model.eval()
+    stages = torch.full((len(members), episodes), stage, dtype=torch.long, device=members[0].device)
+    operands, contexts = zip(*(env.sample(episodes, stage, generator) for generator in generators))
+    weights = StackedWeights.of([run.model for run in members])
+    rollout = population_forward(weights, list(contexts), stages, env.max_len, action_mask=members[0].action_mask)
+    operands = torch.stack(operands)
+    return operands, rollout.actions, env.run(rollout.actions.flatten(0, 1), operands.flatten(0, 1), stage)
 
 
-def evaluate(run: TrainState, episodes: int, tag: int) -> tuple[list[float], list[float]]:
-    """Greedy success and mean reward per stage on `episodes` episodes each."""
-    generator = evaluation_generator(run, tag)
-    success, reward = [], []
+def evaluate(members: list[TrainState], episodes: int, tag: int) -> list[tuple[list[float], list[float]]]:
+    """Per member: greedy success and mean reward per stage on `episodes` episodes each."""
+    generators = [evaluation_generator(run, tag) for run in members]
+    scores = [([], []) for _ in members]
     for stage in range(NUM_STAGES):
-        _, _, outcome = greedy_rollouts(run, stage, episodes, generator)
-        success.append(outcome.correct.float().mean().item())
-        reward.append(outcome.reward.mean().item())
-    return success, reward
+        _, _, outcome = greedy_rollouts(members, stage, episodes, generators)
+        for k, (success, reward) in enumerate(scores):
+            member = outcome.rows(k * episodes, (k + 1) * episodes)
+            success.append(member.correct.float().mean().item())
+            reward.append(member.reward.mean().item())
+    return scores
 
 
 def explain(run: TrainState, samples: int | None = None) -> list[dict]:
@@ -60,7 +68,8 @@ def explain(run: TrainState, samples: int | None = None) -> list[dict]:
     generator = evaluation_generator(run, EXPLAIN_TAG)
     explained = []
     for stage in range(NUM_STAGES):
-        operands, actions, outcome = greedy_rollouts(run, stage, samples, generator)
+        operands, actions, outcome = greedy_rollouts([run], stage, samples, [generator])
+        operands, actions = operands[0], actions[0]
         declared = declared_target(operands, stage)
         for i in range(samples):
             explained.append(

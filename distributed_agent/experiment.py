@@ -162,7 +162,7 @@ def newest_checkpoint(storage: Storage, name: str, record: TrialRecord) -> str |
                 )
             except Exception:  # missing, truncated or foreign: try the one before
                 continue
-            if isinstance(state, dict) and "model" in state and "update" in state:
+            if isinstance(state, dict) and ("members" in state or ("model" in state and "update" in state)):
                 return storage.uri_of(name, attempt.dirname, checkpoint)
     return None
 
@@ -203,7 +203,8 @@ def remaining_trials(
             configs.setdefault(json.dumps({k: v for k, v in hp.items() if k != "seed"}, sort_keys=True), set()).add(
                 hp.get("seed")
             )
-        for config, seeds in configs.items():  # repeats of a sampled config the driver never started
+        for config, seeds in configs.items() if spec.seeds_per_trial == 1 else ():
+            # repeats of a sampled config the driver never started (one seed per trial)
             todo += [
                 {
                     "key": uuid.uuid4().hex[:8],
@@ -242,7 +243,7 @@ def trials_left(spec: ExperimentSpec, storage: Storage) -> int:
     """How many trials of the spec are not finished (unfinished, errored or never started)."""
     records = scan_trials(storage, spec.name)
     finished = sum(record.finished for record in records.values())
-    planned = spec.samples * len(spec.seeds) if spec.search_alg == "optuna" else len(spec.variants())
+    planned = spec.samples * spec.trials_per_config if spec.search_alg == "optuna" else len(spec.variants())
     return max(0, planned - finished)
 
 

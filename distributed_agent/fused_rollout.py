@@ -1,111 +1,222 @@
-"""The fused rollout: an optimisation of `ActorCritic.rollout` (model.py), which specifies it.
+"""The fused rollout of a population: an optimisation of `ActorCritic.rollout` (model.py), which
+specifies it, for K models of one shape at once.
 
-The same numbers (checked by tests/test_model_and_loss.py), about 3x faster on CPU: the GRU steps
-run inside one autograd Function with a hand-written backward, the input projection of every token
-is computed once and looked up per step, the value head runs once on all hidden states.
+The members' parameters are stacked on a leading member axis (`StackedWeights.of`, differentiable,
+so each member's gradient lands in its own parameters) and every operation runs on all members
+together: per step a few batched tensor operations whatever K is, which is where a population
+saves the Python dispatch and kernel launches that dominate one small model's update.
+
+Bit for bit: on the CPU (one thread) each member's slice of a batched matrix product equals the
+member's own product (benchmarks/batched_identity_probe.py), so a member trained in a population
+gets the numbers of the same seed trained alone (tests/test_population.py). The one exception
+found, a batched product with a single output column (the value head), runs per member.
+Tested against the readable rollout in tests/test_model_and_loss.py; about 3x faster than it.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from .env import CTX
+from .env import CTX, EOS
 
 
-def fused_rollout(
-    model,
-    context: torch.Tensor,
+@dataclass
+class StackedWeights:
+    """The parameters of K ActorCritics of one shape, each stacked on a leading axis [K, ...]."""
+
+    token_embedding: torch.Tensor  # [K, V, d]
+    stage_embedding: torch.Tensor  # [K, S, d]
+    w_ih: torch.Tensor  # [K, 3d, d]
+    b_ih: torch.Tensor  # [K, 3d]
+    w_hh: torch.Tensor  # [K, 3d, d]
+    b_hh: torch.Tensor  # [K, 3d]
+    w_pi: torch.Tensor  # [K, V * head_blocks, d]
+    b_pi: torch.Tensor  # [K, V * head_blocks]
+    w_v: torch.Tensor  # [K, 1, d]
+    b_v: torch.Tensor  # [K, 1]
+    init: str
+    head_blocks: int
+
+    @classmethod
+    def of(cls, models) -> StackedWeights:
+        first = models[0]
+
+        def stack(parameter):
+            return torch.stack([parameter(m) for m in models])
+
+        return cls(
+            stack(lambda m: m.token_embedding.weight),
+            stack(lambda m: m.stage_embedding.weight),
+            stack(lambda m: m.gru.weight_ih),
+            stack(lambda m: m.gru.bias_ih),
+            stack(lambda m: m.gru.weight_hh),
+            stack(lambda m: m.gru.bias_hh),
+            stack(lambda m: m.policy_head.weight),
+            stack(lambda m: m.policy_head.bias),
+            stack(lambda m: m.value_head.weight),
+            stack(lambda m: m.value_head.bias),
+            first.init,
+            first.head_blocks,
+        )
+
+    @property
+    def members(self) -> int:
+        return self.w_hh.shape[0]
+
+    def member(self, k: int) -> StackedWeights:
+        """Member k alone (K = 1), still a view of the stack, so gradients reach the same tensors."""
+        tensors = {
+            f.name: getattr(self, f.name)[k : k + 1] for f in fields(self) if f.name not in ("init", "head_blocks")
+        }
+        return StackedWeights(**tensors, init=self.init, head_blocks=self.head_blocks)
+
+
+def population_rollout(
+    weights: StackedWeights,
+    contexts: list[torch.Tensor],
     stage: torch.Tensor,
     steps: int,
-    noise: torch.Tensor | None,
-    action_mask: torch.Tensor | None,
-    forced: torch.Tensor | None,
+    noise: torch.Tensor | None = None,
+    action_mask: torch.Tensor | None = None,
+    forced: torch.Tensor | None = None,
 ):
-    """(actions, logits, values) of `model.rollout(...)`, computed with FusedRollout."""
-    hidden = model.initial_state(context, stage)
-    input_table = F.linear(model.token_embedding.weight, model.gru.weight_ih, model.gru.bias_ih)  # [V, 3d]
-    logits_bias = model.policy_head.bias
+    """(actions [K, B, T], logits [K, B, T, V], values [K, B, T]) of every member's `rollout(...)`.
+
+    contexts: K tensors [B, L_k] (members' batches may show different stages, so differ in width),
+    stage [K, B], noise [K, T, B, V] or None (greedy), action_mask [V] or None, forced [K, B, T] or
+    None: member k's arguments of ActorCritic.rollout, stacked.
+    """
+    members, vocab = weights.members, weights.token_embedding.shape[1]
+    hidden = initial_state(weights, contexts, stage)
+    input_table = torch.baddbmm(weights.b_ih.unsqueeze(1), weights.token_embedding, weights.w_ih.transpose(1, 2))
+    logits_bias = weights.b_pi
     if action_mask is not None:
-        logits_bias = logits_bias.masked_fill(~action_mask.repeat(model.head_blocks), float("-inf"))
-    forced = None if forced is None else forced.t().contiguous()
+        logits_bias = logits_bias.masked_fill(~action_mask.repeat(weights.head_blocks), float("-inf"))
+    head_columns = None
+    if weights.head_blocks > 1:
+        head_columns = stage.unsqueeze(-1) * vocab + torch.arange(vocab, device=stage.device)
     actions, logits, hiddens = FusedRollout.apply(
         input_table,
         hidden,
-        model.gru.weight_hh,
-        model.gru.bias_hh,
-        model.policy_head.weight,
+        weights.w_hh,
+        weights.b_hh,
+        weights.w_pi,
         logits_bias,
-        noise,
+        None if noise is None else noise.transpose(0, 1),
         steps,
-        model.head_columns(stage),
-        forced,
+        head_columns,
+        None if forced is None else forced.permute(2, 0, 1).contiguous(),
     )
-    # Batch-major rows for the value head: time-major ones would round its sums differently and
-    # change every published number (a copy, ~0.2 ms at batch 192).
-    return actions, logits, model.value_head(hiddens.transpose(0, 1)).squeeze(-1)
+    # The value head per member, on its batch-major view [B, T, d]: a batched product with one
+    # output column, time-major rows, or a contiguous copy each round the sums (of the output or
+    # of the bias gradient) differently, and would change every published number.
+    values = torch.stack(
+        [F.linear(hiddens[:, k].transpose(0, 1), weights.w_v[k], weights.b_v[k]) for k in range(members)]
+    )
+    return actions, logits, values.squeeze(-1)
+
+
+def initial_state(weights: StackedWeights, contexts: list[torch.Tensor], stage: torch.Tensor) -> torch.Tensor:
+    """[K, B, d]: ActorCritic.initial_state of every member (see there for the two inits)."""
+    widths = {context.shape[1] for context in contexts}
+    if len(widths) > 1 and weights.init == "batch_mean":
+        # batch_mean averages over the padding too, so each member keeps its own batch's width.
+        return torch.cat([initial_state(weights.member(k), [c], stage[k : k + 1]) for k, c in enumerate(contexts)])
+    # EOS padding is masked out of the episode init exactly (it adds zeros to the sums).
+    context = torch.stack([F.pad(c, (0, max(widths) - c.shape[1]), value=EOS) for c in contexts])
+    embedded = _lookup(weights.token_embedding, context)  # [K, B, L, d]
+    if weights.init == "batch_mean":
+        context_mean = embedded.mean(2).mean(1, keepdim=True)
+    else:
+        real = (context != EOS).unsqueeze(-1).to(embedded.dtype)
+        context_mean = (embedded * real).sum(2) / real.sum(2)
+    return torch.tanh(context_mean + _lookup(weights.stage_embedding, stage))
+
+
+def _lookup(table: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """table [K, N, d] looked up per member at indices [K, ...] -> [K, ..., d] (one embedding call)."""
+    members, rows = table.shape[:2]
+    offsets = torch.arange(members, device=indices.device).view(members, *[1] * (indices.dim() - 1)) * rows
+    return F.embedding(indices + offsets, table.reshape(members * rows, -1))
 
 
 class FusedRollout(torch.autograd.Function):
-    """`steps` GRU-cell steps feeding each sampled token back in, with backpropagation through
-    time written by hand: per step a few tensor operations instead of autograd's bookkeeping, and
-    the weight gradients as one large matrix product over all steps after the loop.
+    """`steps` GRU-cell steps of K members feeding each sampled token back in, with
+    backpropagation through time written by hand: per step a few batched tensor operations instead
+    of autograd's bookkeeping, and the weight gradients as one batched matrix product over all
+    steps after the loop.
 
-    Inputs: input_table [V, 3d] (W_ih applied to every token embedding, plus b_ih), hidden [B, d],
-    W_hh [3d, d], b_hh [3d], W_pi [V, d], b_pi [V] (-inf where masked), noise [T, B, V] or None
-    (greedy), head_columns [B, V] or None (which rows of W_pi each episode uses, for per-stage
-    heads), forced [T, B] or None (a token that replaces the sampled one where >= 0).
-    Outputs: actions [B, T], logits [B, T, V], hiddens [T, B, d] (time-major).
+    Inputs (K members, batch B, hidden d, vocabulary V): input_table [K, V, 3d] (W_ih applied to
+    every token embedding, plus b_ih), hidden [K, B, d], W_hh [K, 3d, d], b_hh [K, 3d], W_pi
+    [K, V', d], b_pi [K, V'] (-inf where masked), noise [T, K, B, V] or None (greedy),
+    head_columns [K, B, V] or None (which rows of W_pi each episode uses, for per-stage heads),
+    forced [T, K, B] or None (a token that replaces the sampled one where >= 0).
+    Outputs: actions [K, B, T], logits [K, B, T, V], hiddens [T, K, B, d] (time-major).
     Gate order and formulas are nn.GRUCell's: r, z, n; h' = n + z (h - n).
     """
 
     @staticmethod
     def forward(ctx, input_table, hidden, w_hh, b_hh, w_pi, b_pi, noise, steps, head_columns, forced=None):
-        batch, size = hidden.shape
+        members, batch, size = hidden.shape
+        table_rows = input_table.shape[1]
         # Every per-step result is written straight into its slot of a [T, ...] buffer (out=):
         # stacking lists afterwards cost more than the arithmetic at these sizes.
         new = functools.partial(torch.empty, dtype=hidden.dtype, device=hidden.device)
-        tokens = torch.empty(steps + 1, batch, dtype=torch.long, device=hidden.device)
+        tokens = torch.empty(steps + 1, members, batch, dtype=torch.long, device=hidden.device)
         tokens[0] = CTX
-        from_hidden, gates = new(steps, batch, 3 * size), new(steps, batch, 2 * size)
-        vocab = w_pi.shape[0] if head_columns is None else head_columns.shape[1]
-        candidates, hiddens, logits = new(steps, batch, size), new(steps + 1, batch, size), new(steps, batch, vocab)
+        # Member k's rows of the flattened input table start at k * V.
+        table_offsets = torch.arange(members, device=hidden.device).unsqueeze(1) * table_rows
+        flat_table = input_table.reshape(members * table_rows, -1)
+        from_hidden, gates = new(steps, members, batch, 3 * size), new(steps, members, batch, 2 * size)
+        vocab = w_pi.shape[1] if head_columns is None else head_columns.shape[-1]
+        candidates, hiddens = new(steps, members, batch, size), new(steps + 1, members, batch, size)
+        logits = new(steps, members, batch, vocab)
         hiddens[0] = hidden
-        w_hh_t, w_pi_t = w_hh.t(), w_pi.t()
+        b_hh_rows, b_pi_rows = b_hh.unsqueeze(1), b_pi.unsqueeze(1)
+        w_hh_t, w_pi_t = w_hh.transpose(1, 2), w_pi.transpose(1, 2)
         for t in range(steps):
-            from_input = input_table.index_select(0, tokens[t])
-            torch.addmm(b_hh, hiddens[t], w_hh_t, out=from_hidden[t])
-            torch.sigmoid(from_input[:, : 2 * size] + from_hidden[t, :, : 2 * size], out=gates[t])
+            from_input = flat_table.index_select(0, (tokens[t] + table_offsets).view(-1)).view(members, batch, -1)
+            torch.baddbmm(b_hh_rows, hiddens[t], w_hh_t, out=from_hidden[t])
+            torch.sigmoid(from_input[..., : 2 * size] + from_hidden[t, ..., : 2 * size], out=gates[t])
             # tanh(x) = 2 sigmoid(2x) - 1: the same value, and 3x faster than torch.tanh on CPU here.
-            pre_candidate = torch.addcmul(from_input[:, 2 * size :], gates[t, :, :size], from_hidden[t, :, 2 * size :])
+            pre_candidate = torch.addcmul(
+                from_input[..., 2 * size :], gates[t, ..., :size], from_hidden[t, ..., 2 * size :]
+            )
             torch.sigmoid(pre_candidate.mul_(2), out=candidates[t]).mul_(2).sub_(1)
-            torch.addcmul(candidates[t], gates[t, :, size:], hiddens[t] - candidates[t], out=hiddens[t + 1])
+            torch.addcmul(candidates[t], gates[t, ..., size:], hiddens[t] - candidates[t], out=hiddens[t + 1])
             if head_columns is None:
-                torch.addmm(b_pi, hiddens[t + 1], w_pi_t, out=logits[t])
+                torch.baddbmm(b_pi_rows, hiddens[t + 1], w_pi_t, out=logits[t])
             else:
-                torch.gather(torch.addmm(b_pi, hiddens[t + 1], w_pi_t), 1, head_columns, out=logits[t])
+                torch.gather(torch.baddbmm(b_pi_rows, hiddens[t + 1], w_pi_t), 2, head_columns, out=logits[t])
             torch.argmax(logits[t] if noise is None else logits[t] + noise[t], -1, out=tokens[t + 1])
             if forced is not None:  # exploration: tokens drawn outside the policy
                 torch.where(forced[t] >= 0, forced[t], tokens[t + 1], out=tokens[t + 1])
         ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns)
-        actions = tokens[1:].t()
+        actions = tokens[1:].permute(1, 2, 0)
         ctx.mark_non_differentiable(actions)
-        return actions, logits.transpose(0, 1), hiddens[1:]
+        return actions, logits.permute(1, 2, 0, 3), hiddens[1:]
 
     @staticmethod
     def backward(ctx, _grad_actions, grad_logits, grad_hiddens):
         input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns = ctx.saved_tensors
-        steps, batch, size = candidates.shape
+        steps, members, batch, size = candidates.shape
+        table_rows = input_table.shape[1]
         previous = hiddens[:-1]
-        grad_logits = grad_logits.transpose(0, 1)  # [T, B, V]
+        grad_logits = grad_logits.permute(2, 0, 1, 3)  # [T, K, B, V]
         if head_columns is not None:  # back to all rows of W_pi, zero for other stages' heads
             grad_logits = torch.zeros(
-                steps, batch, w_pi.shape[0], dtype=grad_logits.dtype, device=grad_logits.device
-            ).scatter_(2, head_columns.expand(steps, -1, -1), grad_logits)
+                steps, members, batch, w_pi.shape[1], dtype=grad_logits.dtype, device=grad_logits.device
+            ).scatter_(3, head_columns.expand(steps, -1, -1, -1), grad_logits)
         # Every step's hidden state receives its own gradient plus the policy head's.
-        grad_hidden_out = torch.baddbmm(grad_hiddens, grad_logits, w_pi.expand(steps, -1, -1))
+        grad_hidden_out = torch.baddbmm(
+            grad_hiddens.reshape(steps * members, batch, size),
+            grad_logits.reshape(steps * members, batch, -1),
+            w_pi.expand(steps, -1, -1, -1).reshape(steps * members, -1, size),
+        ).view(steps, members, batch, size)
         reset, update = gates[..., :size], gates[..., size:]
         # The factors that do not depend on the incoming gradient, for all steps at once.
         to_pre_candidate = (1 - update) * (1 - candidates * candidates)
@@ -123,15 +234,30 @@ class FusedRollout(torch.autograd.Function):
             torch.mul(grad_pre_candidate[t], to_pre_reset[t], out=grad_reset[t])
             torch.mul(grad_h, to_pre_update[t], out=grad_update[t])
             torch.mul(grad_pre_candidate[t], reset[t], out=grad_candidate_part[t])
-            carry = torch.addmm(grad_h * update[t], grad_from_hidden[t], w_hh)
+            carry = torch.baddbmm(grad_h * update[t], grad_from_hidden[t], w_hh)
         grad_input = torch.cat([grad_from_hidden[..., : 2 * size], grad_pre_candidate], -1)
-        flat_grad_hidden = grad_from_hidden.reshape(-1, 3 * size)
-        grad_w_hh = flat_grad_hidden.t().mm(previous.reshape(-1, size))
-        grad_b_hh = flat_grad_hidden.sum(0)
-        flat_logits = grad_logits.reshape(-1, grad_logits.shape[-1])
-        grad_w_pi = flat_logits.t().mm(hiddens[1:].reshape(-1, size))
-        grad_b_pi = flat_logits.sum(0)
-        grad_table = torch.zeros_like(input_table).index_add_(
-            0, tokens[:-1].reshape(-1), grad_input.reshape(-1, 3 * size)
+
+        def per_member(per_step):  # [T, K, B, n] -> [K, T*B, n], each member's rows in (t, b) order
+            return per_step.transpose(0, 1).reshape(members, steps * batch, -1)
+
+        flat_grad_hidden = per_member(grad_from_hidden)
+        grad_w_hh = torch.bmm(flat_grad_hidden.transpose(1, 2), per_member(previous))
+        grad_b_hh = flat_grad_hidden.sum(1)
+        flat_logits = per_member(grad_logits)
+        grad_w_pi = torch.bmm(flat_logits.transpose(1, 2), per_member(hiddens[1:]))
+        grad_b_pi = flat_logits.sum(1)
+        table_offsets = torch.arange(members, device=tokens.device).unsqueeze(1) * table_rows
+        grad_table = torch.zeros(members * table_rows, 3 * size, dtype=input_table.dtype, device=input_table.device)
+        grad_table.index_add_(0, (tokens[:-1] + table_offsets).reshape(-1), grad_input.reshape(-1, 3 * size))
+        return (
+            grad_table.view_as(input_table),
+            carry,
+            grad_w_hh,
+            grad_b_hh,
+            grad_w_pi,
+            grad_b_pi,
+            None,
+            None,
+            None,
+            None,
         )
-        return grad_table, carry, grad_w_hh, grad_b_hh, grad_w_pi, grad_b_pi, None, None, None, None

@@ -10,6 +10,8 @@ SUCCESS = tuple(f"success/{s}" for s in STAGES)  # greedy share of correct answe
 REWARD = tuple(f"reward/{s}" for s in STAGES)  # mean reward with the shaping bonus, per stage
 SUCCESS_MIN = "success/min"  # the weakest stage: the headline number
 OBJECTIVES = (SUCCESS_MIN, *SUCCESS, *REWARD)  # what a spec may optimise
+SOLVED = 0.99  # success on every stage that counts as solved
+SOLVED_SHARE = "solved_share"  # a population trial's share of members solved
 
 
 def stage_metrics(success: list[float], reward: list[float]) -> dict:

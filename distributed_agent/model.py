@@ -1,7 +1,8 @@
 """The stage-aware GRU actor-critic that writes a program of tool tokens, one token per step.
 
-`ActorCritic.rollout` is the readable rollout and the specification; training calls the model
-(`forward`), which computes the same numbers with the fused kernel of fused_rollout.py.
+`ActorCritic.rollout` is the readable rollout and the specification; training runs the fused
+kernel of fused_rollout.py, which computes the same numbers for a whole population of models at
+once (`population_rollout`); calling one model (`forward`) runs it as a population of one.
 """
 
 from __future__ import annotations
@@ -12,14 +13,24 @@ import torch
 import torch.nn as nn
 
 from .env import CTX, EOS, NUM_STAGES, VOCAB_SIZE
-from .fused_rollout import fused_rollout
+from .fused_rollout import StackedWeights, population_rollout
 
 
 @dataclass
 class Rollout:
+    """One model's episodes; a population's have a leading member axis [K, ...] on each."""
+
     actions: torch.Tensor  # LongTensor[B, T]
     logits: torch.Tensor  # FloatTensor[B, T, V], after the action mask
     values: torch.Tensor  # FloatTensor[B, T]
+
+    def member(self, k: int) -> Rollout:
+        return Rollout(self.actions[k], self.logits[k], self.values[k])
+
+
+def population_forward(weights: StackedWeights, contexts, stage, steps, *, noise=None, action_mask=None, forced=None):
+    """Rollout [K, ...] of every member of a population (fused_rollout.population_rollout)."""
+    return Rollout(*population_rollout(weights, contexts, stage, steps, noise, action_mask, forced))
 
 
 class ActorCritic(nn.Module):
@@ -110,8 +121,16 @@ class ActorCritic(nn.Module):
         action_mask: torch.Tensor | None = None,
         forced: torch.Tensor | None = None,
     ) -> Rollout:
-        """`rollout(...)`, computed by the fused kernel (fused_rollout.py)."""
-        return Rollout(*fused_rollout(self, context, stage, steps, noise, action_mask, forced))
+        """`rollout(...)`, computed by the fused kernel (fused_rollout.py) as a population of one."""
+        return population_forward(
+            StackedWeights.of([self]),
+            [context],
+            stage.unsqueeze(0),
+            steps,
+            noise=None if noise is None else noise.unsqueeze(0),
+            action_mask=action_mask,
+            forced=None if forced is None else forced.unsqueeze(0),
+        ).member(0)
 
     def head_columns(self, stage: torch.Tensor) -> torch.Tensor | None:
         """LongTensor[B, V]: the policy outputs of each episode's stage (None: one shared head)."""

@@ -7,6 +7,7 @@
       entropy_coef: {grid: [0.01, 0.03]}             #   uniform / loguniform: [low, high]
       hidden_size: {choice: [32, 64]}                #   randint: [low, high)  (high excluded)
     seeds: 3              # a count (seeds 0..n-1) or a list; every sampled config runs once per seed
+    seeds_per_trial: 1    # seeds trained as one population in a trial: 1, N (groups of N), or all
     samples: 1            # draws of the random dimensions (grid dimensions are crossed with them)
     search_alg: random    # or optuna (pip install 'distributed_agent[optuna]')
     scheduler: fifo       # or asha (stops weak trials early on the metric)
@@ -17,6 +18,12 @@
     checkpoint_every: 5   # evaluations between checkpoints (a multiple of report_every)
     metric: success/min
     mode: max
+
+A trial with several seeds trains them as one population (train.train_population: each seed's
+numbers are those it gets alone) and reports each member's metrics and their aggregate, which the
+scheduler and searcher judge: the mean over members of every metric (`success/min` is the mean of
+the members' success/min) and `solved_share`, the share of members solved. With `all`, ASHA stops
+and Optuna chooses configurations, not lucky seeds.
 
 Units: train.eval_every counts updates; report_every, checkpoint_every and asha.grace_period count
 evaluations (the scheduler's time is the trial's `evaluation` counter, not Tune's reports).
@@ -46,6 +53,7 @@ TOP_LEVEL = (
     "train",
     "search",
     "seeds",
+    "seeds_per_trial",
     "samples",
     "search_alg",
     "scheduler",
@@ -83,6 +91,7 @@ class ExperimentSpec:
     train: TrainConfig
     search: tuple[Dimension, ...] = ()
     seeds: tuple[int, ...] = (0,)
+    seeds_per_trial: int = 1  # "all" is resolved to len(seeds)
     samples: int = 1
     search_alg: str = "random"
     scheduler: str = "fifo"
@@ -112,8 +121,19 @@ class ExperimentSpec:
         for grid_values in itertools.product(*(d.values for d in grid)):
             for draw in draws:
                 params = {**dict(zip((d.name for d in grid), grid_values)), **draw}
-                trials.extend({**params, "seed": seed} for seed in self.seeds)
+                trials.extend(self.seed_groups(params))
         return trials
+
+    def seed_groups(self, params: dict) -> list[dict]:
+        """A configuration's trials: one per seed, or one per group of seeds_per_trial seeds."""
+        if self.seeds_per_trial == 1:
+            return [{**params, "seed": seed} for seed in self.seeds]
+        size = self.seeds_per_trial
+        return [{**params, "seeds": list(self.seeds[i : i + size])} for i in range(0, len(self.seeds), size)]
+
+    @property
+    def trials_per_config(self) -> int:
+        return math.ceil(len(self.seeds) / self.seeds_per_trial)
 
     def trial_config(self, params: dict) -> TrainConfig:
         """The TrainConfig of one trial: the fixed fields with the trial's sampled ones on top."""
@@ -149,6 +169,7 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
     train = TrainConfig.from_dict(raw.get("train") or {}, where="train")
     search = _parse_search(raw.get("search") or {}, train)
     seeds = _parse_seeds(raw.get("seeds", 1))
+    seeds_per_trial = _parse_seeds_per_trial(raw.get("seeds_per_trial", 1), seeds)
     samples = _int_field(raw, "samples", 1, minimum=1)
     search_alg = _choice_field(raw, "search_alg", "random", SEARCH_ALGS)
     scheduler = _choice_field(raw, "scheduler", "fifo", SCHEDULERS)
@@ -166,6 +187,11 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
         raise ConfigError(f"resources.gpu: must be a fraction <= 1 or a whole number (got {gpus})")
     if search_alg == "optuna" and any(d.kind == "grid" for d in search):
         raise ConfigError("search: grid is not supported with search_alg optuna; use choice")
+    if search_alg == "optuna" and 1 < seeds_per_trial < len(seeds):
+        raise ConfigError(
+            f"seeds_per_trial: with search_alg optuna, 1 (each seed a trial) or all ({len(seeds)}: Optuna "
+            f"judges whole configurations); got {seeds_per_trial}"
+        )
     report_every = _int_field(raw, "report_every", 1, minimum=1)
     checkpoint_every = _int_field(raw, "checkpoint_every", 5, minimum=1)
     if checkpoint_every % report_every:
@@ -183,6 +209,7 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
         train=train,
         search=search,
         seeds=seeds,
+        seeds_per_trial=seeds_per_trial,
         samples=samples,
         search_alg=search_alg,
         scheduler=scheduler,
@@ -264,6 +291,16 @@ def _parse_seeds(raw) -> tuple[int, ...]:
             TrainConfig(seed=seed)  # range check, same message as everywhere
         return tuple(raw)
     raise ConfigError(f"seeds: must be a count >= 1 or a list of distinct integers (got {raw!r})")
+
+
+def _parse_seeds_per_trial(raw, seeds: tuple[int, ...]) -> int:
+    if raw == "all":
+        return len(seeds)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= len(seeds):
+        raise ConfigError(
+            f"seeds_per_trial: must be an integer in 1..{len(seeds)} (the number of seeds) or 'all' (got {raw!r})"
+        )
+    return raw
 
 
 def _choice_field(raw: dict, name: str, default: str, allowed) -> str:

@@ -7,6 +7,7 @@ training it (update.py, train.py) read the same fields.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +60,7 @@ class Batch:
     rollout: Rollout
     outcome: Outcome
     reward: torch.Tensor  # FloatTensor[B]: the environment's, then with bonuses
+    policy: Callable[..., Rollout] | None = None  # (context, stages, steps, forced=None): the member's model
 
 
 def new_run(config: TrainConfig) -> TrainState:
@@ -84,3 +86,8 @@ def new_run(config: TrainConfig) -> TrainState:
         action_mask=action_mask,
         exploration=build_methods(config, env, device),
     )
+
+
+def new_population(config: TrainConfig, seeds: list[int]) -> list[TrainState]:
+    """One run per seed under `config`, each as `new_run` makes it alone: a population."""
+    return [new_run(config.replace(seed=seed)) for seed in seeds]

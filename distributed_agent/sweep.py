@@ -96,7 +96,8 @@ def build_tuner(
     verbose: int = 1,
 ):
     """A Tuner over the planned `trials` (grid/random, or what --resume continues), or over
-    `optuna_samples` new configurations drawn by Optuna (each run on every seed)."""
+    `optuna_samples` new configurations drawn by Optuna (each run on every seed: all in one trial
+    with seeds_per_trial all, else one trial per seed through a Repeater)."""
     from ray import tune
 
     scheduler = make_scheduler(spec)
@@ -112,8 +113,10 @@ def build_tuner(
             ) from None
         param_space = {"hp": {d.name: _tune_distribution(d) for d in spec.search}}
         drawn = spec.samples - optuna_samples  # a resumed search draws its remaining configs anew
-        search_alg = Repeater(OptunaSearch(seed=drawn), repeat=len(spec.seeds))
-        num_samples = optuna_samples * len(spec.seeds)
+        search_alg = OptunaSearch(seed=drawn)
+        if spec.seeds_per_trial == 1:  # one seed per trial: Optuna sees the mean of a config's repeats
+            search_alg = Repeater(search_alg, repeat=len(spec.seeds))
+        num_samples = optuna_samples * spec.trials_per_config
     else:
         param_space = {"trial": tune.grid_search(trials)}
         search_alg, num_samples = None, 1

@@ -17,10 +17,21 @@ from . import checkpoint
 from .config import ConfigError, TrainConfig
 from .evaluation import FINAL_TAG, evaluate, explain
 from .runtime import torch_threads
-from .state import Evaluation, TrainState, new_run
+from .state import Evaluation, TrainState, new_population, new_run
 from .update import train_step
 
-__all__ = ["TrainConfig", "ConfigError", "Evaluation", "TrainResult", "TrainState", "new_run", "run_updates", "train"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "Evaluation",
+    "TrainResult",
+    "TrainState",
+    "new_population",
+    "new_run",
+    "run_updates",
+    "train",
+    "train_population",
+]
 
 
 @dataclass
@@ -36,6 +47,7 @@ class TrainResult:
 
 
 Callback = Callable[[Evaluation, TrainState], None]
+PopulationCallback = Callable[[list[TrainState]], None]  # after each evaluation round, every member
 
 
 def solved(run: TrainState) -> bool:
@@ -47,68 +59,84 @@ def finished(run: TrainState) -> bool:
     return run.update >= run.config.updates or solved(run)
 
 
-def run_updates(run: TrainState, callback: Callback | None = None, until: int | None = None) -> None:
-    """Train up to update `until` (default: config.updates), evaluating every eval_every updates."""
-    config = run.config
+def run_updates(
+    members: list[TrainState], callback: PopulationCallback | None = None, until: int | None = None
+) -> None:
+    """Train a population up to update `until` (default: config.updates), evaluating every
+    eval_every updates. A member that solved stops: its weights and numbers stay as they were.
+    Each member's `seconds` gains its share of the population's time."""
+    config = members[0].config
     until = config.updates if until is None else min(until, config.updates)
-    while run.update < until and not solved(run):
+    while active := [run for run in members if run.update < until and not solved(run)]:
         started = time.perf_counter()
-        train_step(run)
-        evaluate_now = run.update % config.eval_every == 0 or run.update == config.updates
+        train_step(active)
+        update = active[0].update
+        evaluate_now = update % config.eval_every == 0 or update == config.updates
         if evaluate_now:
-            success, reward = evaluate(run, config.eval_episodes, tag=run.update)
-            run.curriculum.observe(success, run.episodes)
-        run.seconds += time.perf_counter() - started
+            scores = evaluate(active, config.eval_episodes, tag=update)
+            for run, (success, _) in zip(active, scores):
+                run.curriculum.observe(success, run.episodes)
+        share = (time.perf_counter() - started) / len(active)
+        for run in active:
+            run.seconds += share
         if evaluate_now:
-            evaluation = Evaluation(
-                run.update,
-                run.episodes,
-                run.curriculum.newest_stage(run.update),
-                success,
-                reward,
-                run.last_loss,
-                run.seconds,
-            )
-            run.history.append(evaluation)
+            for run, (success, reward) in zip(active, scores):
+                stage = run.curriculum.newest_stage(update)
+                run.history.append(Evaluation(update, run.episodes, stage, success, reward, run.last_loss, run.seconds))
             if callback is not None:
-                callback(evaluation, run)
+                callback(members)
 
 
-def final_evaluation(run: TrainState) -> tuple[list[float], list[float]]:
-    """Greedy success and reward per stage on final_eval_episodes (the numbers a report shows)."""
-    return evaluate(run, run.config.final_eval_episodes, tag=FINAL_TAG)
+def final_evaluation(members: list[TrainState]) -> list[tuple[list[float], list[float]]]:
+    """Per member: greedy success and reward per stage on final_eval_episodes (what a report shows)."""
+    return evaluate(members, members[0].config.final_eval_episodes, tag=FINAL_TAG)
 
 
-def result(run: TrainState, with_samples: bool = True) -> TrainResult:
-    success, reward = final_evaluation(run)
-    return TrainResult(
-        run.config,
-        success,
-        reward,
-        list(run.history),
-        run.episodes,
-        run.update,
-        run.seconds,
-        explain(run) if with_samples else [],
-    )
+def results(members: list[TrainState], with_samples: bool = True) -> list[TrainResult]:
+    return [
+        TrainResult(
+            run.config,
+            success,
+            reward,
+            list(run.history),
+            run.episodes,
+            run.update,
+            run.seconds,
+            explain(run) if with_samples else [],
+        )
+        for run, (success, reward) in zip(members, final_evaluation(members))
+    ]
+
+
+def train_population(
+    config: TrainConfig,
+    seeds: list[int],
+    callback: PopulationCallback | None = None,
+    resume_from: str | Path | dict | None = None,
+) -> list[TrainResult]:
+    """Train one agent per seed of `seeds` under `config` as one population; every member's result
+    equals that of `train(config.replace(seed=seed))`, bit for bit on the CPU.
+
+    resume_from: a checkpoint file or its state dict (checkpoint.py), continued under `config`.
+    The population uses config.num_threads torch threads (the process's count is restored after),
+    so its numbers are a function of the config and seeds alone.
+    """
+    with torch_threads(config.num_threads):
+        members = new_population(config, seeds)
+        if resume_from is not None:
+            state = resume_from if isinstance(resume_from, dict) else checkpoint.read(resume_from)
+            checkpoint.load_population_state(members, state, repr(str(resume_from))[:80])
+        run_updates(members, callback)
+        return results(members)
 
 
 def train(
     config: TrainConfig, callback: Callback | None = None, resume_from: str | Path | dict | None = None
 ) -> TrainResult:
-    """Train one agent; `callback(evaluation, run)` is called after each evaluation.
-
-    resume_from: a checkpoint file or its state dict (checkpoint.py), continued under `config`.
-    The run uses config.num_threads torch threads (the process's count is restored after), so its
-    numbers are a function of the config and seed alone.
-    """
-    with torch_threads(config.num_threads):
-        if resume_from is None:
-            run = new_run(config)
-        elif isinstance(resume_from, dict):
-            run = new_run(config)
-            checkpoint.load_state_dict(run, resume_from)
-        else:
-            run = checkpoint.load(resume_from, **config.to_dict())
-        run_updates(run, callback)
-        return result(run)
+    """Train one agent (a population of one); `callback(evaluation, run)` after each evaluation."""
+    return train_population(
+        config,
+        [config.seed],
+        None if callback is None else lambda members: callback(members[0].history[-1], members[0]),
+        resume_from,
+    )[0]

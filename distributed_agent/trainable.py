@@ -1,6 +1,7 @@
-"""The Tune trainable: one trial is one training run, reported and checkpointed through Tune.
+"""The Tune trainable: one trial trains one seed or a population of seeds of one configuration,
+reported and checkpointed through Tune.
 
-A trial's numbers depend on its config and seed only: the run seeds everything itself, so
+A trial's numbers depend on its config and seeds only: the run seeds everything itself, so
 neither the worker that runs it, nor the order, nor worker reuse, nor a restart from a
 checkpoint changes them. Runs inside a Ray worker.
 """
@@ -9,98 +10,137 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from . import checkpoint
 from .config import TrainConfig
 from .evaluation import evaluation_metrics
 from .experiment import STATE_FILE
+from .metrics import OBJECTIVES, SOLVED, SOLVED_SHARE, SUCCESS_MIN
 from .runtime import apply_process_settings
-from .state import Evaluation, TrainState, new_run
+from .state import Evaluation, TrainState, new_population
 from .train import final_evaluation, finished, run_updates
 
 
-def trial_config(config: dict, base: dict, seeds: tuple, gpus: float, cpus: float) -> TrainConfig:
-    """The TrainConfig of a trial from what Tune hands it.
+def trial_config(config: dict, base: dict, seeds: tuple, gpus: float, cpus: float) -> tuple[TrainConfig, list[int]]:
+    """The TrainConfig of a trial and the seeds it trains, from what Tune hands it.
 
-    Planned trials come as {"trial": {"key", "attempt", "resume_from", "hp": {..., "seed": s}}};
-    Optuna (through a Repeater) hands {"hp": {...}, "__trial_index__": k}, the k-th repeat of a
-    config, which runs seed seeds[k]. The device follows the resources the trial holds: a GPU
-    share means CUDA, else the CPU.
+    Planned trials come as {"trial": {"key", "attempt", "resume_from", "hp": {...}}} whose hp holds
+    "seed" (one run) or "seeds" (a population); Optuna hands {"hp": {...}}, all seeds in one trial,
+    or through a Repeater {"hp": {...}, "__trial_index__": k}, the k-th repeat of a config, which
+    runs seed seeds[k]. The device follows the resources the trial holds: a GPU share means CUDA,
+    else the CPU.
     """
     params = dict(config["trial"]["hp"] if "trial" in config else config["hp"])
     if "__trial_index__" in config:
         params["seed"] = seeds[config["__trial_index__"]]
-    return TrainConfig.from_dict(
+    if "seeds" in params:
+        trial_seeds = list(params.pop("seeds"))
+    elif "seed" in params:
+        trial_seeds = [params["seed"]]
+    else:  # Optuna without a Repeater: the whole configuration, every seed, in one trial
+        trial_seeds = list(seeds)
+    params["seed"] = trial_seeds[0]
+    train_config = TrainConfig.from_dict(
         {**base, **params, "device": "cuda" if gpus > 0 else "cpu", "num_threads": max(1, int(cpus))}
     )
+    return train_config, trial_seeds
 
 
-def load_trial_state(run: TrainState, saved) -> None:
-    """Load a Tune checkpoint into a trial's run; refuse one made for another configuration."""
+def population_trial(config: dict) -> bool:
+    """Whether a trial trains a population (its reports then carry every member's metrics)."""
+    params = config["trial"]["hp"] if "trial" in config else config["hp"]
+    return "seed" not in params and "__trial_index__" not in config
+
+
+def load_trial_state(members: list[TrainState], saved) -> None:
+    """Load a Tune checkpoint into a trial's population; refuse one made for another configuration."""
     with saved.as_directory() as directory:
         state = checkpoint.read(Path(directory) / STATE_FILE)
-    checkpoint.restore(run, state, str(saved.path))
+    checkpoint.restore(members, state, str(saved.path))
+
+
+def member_metrics(run: TrainState, evaluation: Evaluation, final: bool) -> dict:
+    config = run.config
+    return {
+        **evaluation_metrics(evaluation),
+        "seed": config.seed,
+        "final": int(final),
+        "eval_episodes": config.final_eval_episodes if final else config.eval_episodes,
+    }
+
+
+def population_metrics(members: list[dict]) -> dict:
+    """The aggregate a scheduler and a searcher judge a configuration by: the mean over members
+    of every metric, `episodes` summed (the compute the trial spent), and the share solved."""
+    aggregate = {key: sum(m[key] for m in members) / len(members) for key in (*OBJECTIVES, "loss")}
+    aggregate["episodes"] = sum(m["episodes"] for m in members)
+    aggregate["seconds"] = sum(m["seconds"] for m in members)
+    aggregate["update"] = max(m["update"] for m in members)
+    aggregate[SOLVED_SHARE] = sum(m[SUCCESS_MIN] >= SOLVED for m in members) / len(members)
+    return aggregate
 
 
 def run_trial(
     config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpus: float, cpus: float, report_every: int = 1
 ):
-    """Train one trial. `report_every` and `checkpoint_every` count evaluations; each report carries
-    `evaluation`, the count of evaluations so far, the time unit of the scheduler."""
+    """Train one trial: one seed, or a population. `report_every` and `checkpoint_every` count
+    evaluations; each report carries `evaluation`, the count of evaluation rounds so far, the time
+    unit of the scheduler."""
     import ray
     from ray import tune
 
-    train_config = trial_config(config, base, seeds, gpus, cpus)
+    train_config, trial_seeds = trial_config(config, base, seeds, gpus, cpus)
+    population = population_trial(config)
     apply_process_settings(train_config)
-    run = new_run(train_config)
+    members = new_population(train_config, trial_seeds)
     saved = tune.get_checkpoint()  # set when Tune restarts this trial after a failure
     resume_from = config.get("trial", {}).get("resume_from")
     if saved is None and resume_from:  # an earlier attempt's checkpoint, handed by --resume
         saved = tune.Checkpoint(resume_from)
     if saved is not None:
-        load_trial_state(run, saved)
+        load_trial_state(members, saved)
     node_id = ray.get_runtime_context().get_node_id()
     reported_final = False
 
-    def report(evaluation: Evaluation, run: TrainState) -> None:
+    def report(members: list[TrainState]) -> None:
         nonlocal reported_final
-        final = finished(run)
-        if not final and len(run.history) % report_every:
+        final = all(finished(run) for run in members)
+        rounds = max(len(run.history) for run in members)
+        if not final and rounds % report_every:
             return  # Tune's driver does real work per report; fewer reports, faster sweeps
+        evaluations = [run.history[-1] for run in members]
         if final:  # the last report carries the final, larger greedy evaluation
-            success, reward = final_evaluation(run)
-            evaluation = Evaluation(
-                evaluation.update,
-                evaluation.episodes,
-                evaluation.stage,
-                success,
-                reward,
-                evaluation.loss,
-                evaluation.seconds,
-            )
+            evaluations = [
+                replace(evaluation, success=success, reward=reward)
+                for evaluation, (success, reward) in zip(evaluations, final_evaluation(members))
+            ]
             reported_final = True
+        per_member = [member_metrics(run, e, final) for run, e in zip(members, evaluations)]
         metrics = {
-            **evaluation_metrics(evaluation),
-            "evaluation": len(run.history),
-            "seed": train_config.seed,
+            **(population_metrics(per_member) if population else per_member[0]),
+            "evaluation": rounds,
             "final": int(final),
-            "eval_episodes": train_config.final_eval_episodes if final else train_config.eval_episodes,
+            "eval_episodes": per_member[0]["eval_episodes"],
             "node_id": node_id,
-            "device": str(run.device),
+            "device": str(members[0].device),
             "rss_mib": resident_mib(),
         }
-        if final or len(run.history) % checkpoint_every == 0:
+        if population:
+            metrics["seeds"] = trial_seeds
+            metrics["members"] = per_member
+        if final or rounds % checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as directory:
-                checkpoint.save(run, Path(directory) / STATE_FILE)
+                checkpoint.save(members, Path(directory) / STATE_FILE)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report(metrics)
 
-    run_updates(run, callback=report)
-    if not reported_final and run.history:
+    run_updates(members, callback=report)
+    if not reported_final and any(run.history for run in members):
         # Resumed from the final checkpoint (its report was lost): report the final numbers again.
-        report(run.history[-1], run)
+        report(members)
 
 
 def resident_mib() -> float:

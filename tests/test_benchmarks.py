@@ -60,3 +60,12 @@ def test_batched_identity_probe_prints_a_verdict_per_operation():
     out = run("batched_identity_probe.py", "--members", "4", "--batch", "8", "--hidden", "16")
     verdicts = [line for line in out.splitlines() if re.search(r": (True|False)$", line)]
     assert len(verdicts) == 3, out
+
+
+def test_population_benchmark_prints_a_row_per_size_and_population():
+    out = run(
+        "population.py",
+        *("--members", "1", "2", "--batches", "8", "--hiddens", "8", "12", "--updates", "2", "--rounds", "1"),
+    )
+    rows = [line for line in out.splitlines() if re.match(r"^\s+8\s+(8|12)\s+(1|2)\s", line)]
+    assert len(rows) == 4 and all(re.search(r"\d+\.\d\dx\s+\d+\.\d$", row) for row in rows), out

@@ -192,7 +192,7 @@ def test_explain_of_a_checkpoint_that_does_not_match_its_configuration_is_one_li
     save = tmp_path / "run.pt"
     assert main(["train", "--config", str(spec), "--save", str(save)]) == 0
     state = torch.load(save, weights_only=True)
-    state["config"]["hidden_size"] = 32  # weights of a 16-wide model under a 32-wide configuration
+    state["members"][0]["config"]["hidden_size"] = 32  # weights of a 16-wide model under a 32-wide configuration
     torch.save(state, save)
     capsys.readouterr()
     assert main(["explain", "--checkpoint", str(save)]) == 2

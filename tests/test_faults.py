@@ -199,11 +199,12 @@ def make_failing_trial(marker: str, seed: int, at_update: int):
 
         original = train.train_step
 
-        def train_step(run):
-            if run.config.seed == seed and run.update + 1 == at_update and not os.path.exists(marker):
+        def train_step(members):
+            hit = any(run.config.seed == seed and run.update + 1 == at_update for run in members)
+            if hit and not os.path.exists(marker):
                 Path(marker).write_text("failed once")
                 raise RuntimeError("injected failure")
-            return original(run)
+            return original(members)
 
         train.train_step = train_step
         try:

@@ -3,7 +3,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from distributed_agent.a2c import a2c_loss, steps_that_count
+from distributed_agent.a2c import a2c_loss as population_loss
+from distributed_agent.a2c import steps_that_count
 from distributed_agent.env import ANS, EOS, MUL, ToolEnv
 from distributed_agent.exploration.epsilon import EpsilonExploration
 from distributed_agent.model import ActorCritic, Rollout
@@ -13,6 +14,14 @@ def sampled(model, context, stages, steps, seed, **kwargs):
     """A sampled rollout whose Gumbel noise comes from a generator seeded with `seed`."""
     noise = model.gumbel_noise(steps, len(context), torch.Generator().manual_seed(seed))
     return model(context, stages, steps, noise=noise, **kwargs)
+
+
+def a2c_loss(rollout, reward, *, entropy_coef, **kwargs):
+    """The loss of one run: a2c.a2c_loss of a population of one."""
+    coef = torch.as_tensor(entropy_coef, dtype=reward.dtype).expand(reward.shape)
+    member = Rollout(rollout.actions[None], rollout.logits[None], rollout.values[None])
+    terms = population_loss(member, reward[None], entropy_coef=coef[None], **kwargs)
+    return type(terms)(*(term[0] for term in (terms.total, terms.policy, terms.value, terms.entropy)))
 
 
 def batch(n=16, seed=0):

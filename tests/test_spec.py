@@ -40,6 +40,15 @@ def test_variants_run_every_sampled_config_on_every_seed():
     assert spec.trial_config(variants[0]).lr == variants[0]["lr"]
 
 
+def test_seeds_per_trial_groups_a_configurations_seeds_into_populations():
+    raw = {"seeds": [7, 8, 9, 10, 11], "search": {"lr": {"grid": [0.001, 0.002]}}}
+    assert [t["seeds"] for t in parse_spec({**raw, "seeds_per_trial": "all"}).variants()] == [[7, 8, 9, 10, 11]] * 2
+    grouped = parse_spec({**raw, "seeds_per_trial": 2})
+    assert [t["seeds"] for t in grouped.variants()] == [[7, 8], [9, 10], [11]] * 2
+    assert grouped.trials_per_config == 3
+    assert [t["seed"] for t in parse_spec(raw).variants()] == [7, 8, 9, 10, 11] * 2  # 1: one seed per trial
+
+
 def test_yaml_numbers_written_like_3e_3_are_numbers(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\ntrain: {lr: 3e-3}\nsearch:\n  lr: {grid: [1e-3, 3e-3]}\n")
@@ -67,6 +76,12 @@ BAD_SPECS = [
     ({"max_failures": -1}, "max_failures: must be an integer >= 0"),
     ({"report_every": 3, "checkpoint_every": 4}, "checkpoint_every: must be a multiple of report_every (3)"),
     ({"name": "../escape"}, "name: must be letters"),
+    ({"seeds": 3, "seeds_per_trial": 4}, "seeds_per_trial: must be an integer in 1..3 (the number of seeds) or 'all'"),
+    ({"seeds_per_trial": "some"}, "seeds_per_trial: must be an integer in 1..1"),
+    (
+        {"seeds": 4, "seeds_per_trial": 2, "search_alg": "optuna", "search": {"lr": {"uniform": [0.001, 0.01]}}},
+        "seeds_per_trial: with search_alg optuna, 1 (each seed a trial) or all (4",
+    ),
 ]
 
 

@@ -106,11 +106,11 @@ def make_crashing_trial(marker: str, crash_at_update: int):
         if not os.path.exists(marker):
             original = train.train_step
 
-            def train_step(run):
-                if run.update + 1 == crash_at_update:
+            def train_step(members):
+                if members[0].update + 1 == crash_at_update:
                     Path(marker).write_text(str(os.getpid()))
                     os._exit(1)  # the worker process dies, no exception, no cleanup
-                return original(run)
+                return original(members)
 
             train.train_step = train_step
         trainable.run_trial(config, **kwargs)
@@ -182,7 +182,7 @@ def make_gpu_probe(seconds: float):
 
         from distributed_agent.trainable import trial_config
 
-        device = trial_config(config, base, seeds, gpus, cpus).device
+        device = trial_config(config, base, seeds, gpus, cpus)[0].device
         started = time.time()
         time.sleep(seconds)
         tune.report(

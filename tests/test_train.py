@@ -12,7 +12,7 @@ from distributed_agent.config import ConfigError
 from distributed_agent.evaluation import greedy_rollouts
 from distributed_agent.runtime import apply_process_settings
 from distributed_agent.spec import load_spec
-from distributed_agent.train import TrainConfig, new_run, result, run_updates, train
+from distributed_agent.train import TrainConfig, new_run, results, run_updates, train
 from distributed_agent.update import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +55,10 @@ RESUME_SCRIPT = """
 import json, sys
 from dataclasses import asdict
 from distributed_agent import checkpoint, runtime, train
-run = checkpoint.load(sys.argv[1])
-runtime.apply_process_settings(run.config)  # as every entry point does
-train.run_updates(run)
-result = train.result(run)
+members = checkpoint.load(sys.argv[1])
+runtime.apply_process_settings(members[0].config)  # as every entry point does
+train.run_updates(members)
+[result] = train.results(members)
 print(json.dumps({"success": result.final_success, "reward": result.final_reward,
                   "history": [asdict(e) | {"seconds": 0} for e in result.history],
                   "episodes": result.episodes, "updates": result.updates, "samples": result.samples}))
@@ -85,8 +85,8 @@ def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path
     straight = train(config)
     apply_process_settings(config)  # as every entry point does
     run = new_run(config)
-    run_updates(run, until=20)
-    saved = checkpoint.save(run, tmp_path / "half.pt")
+    run_updates([run], until=20)
+    saved = checkpoint.save([run], tmp_path / "half.pt")
     out = subprocess.run(
         [sys.executable, "-c", RESUME_SCRIPT, str(saved)], capture_output=True, text=True, check=True, cwd=ROOT
     )
@@ -96,7 +96,7 @@ def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path
 
 def test_a_diverging_run_raises_a_clear_error():
     config = TrainConfig(**{**SMALL, "lr": 1e30, "updates": 30})
-    with pytest.raises(FloatingPointError, match=r"loss became (nan|inf|-inf) at update \d+ \(lr=1e\+30\)"):
+    with pytest.raises(FloatingPointError, match=r"loss became (nan|inf|-inf) at update \d+ \(lr=1e\+30, seed 0\)"):
         train(config)
 
 
@@ -121,9 +121,9 @@ def test_mastery_curriculum_unlocks_in_order_and_keeps_replaying():
     assert run.curriculum.batch_stages(1, 64).unique().tolist() == [0]
     stages_seen = []
     run_updates(
-        run,
-        callback=lambda evaluation, t: stages_seen.append(
-            sorted(set(t.curriculum.batch_stages(t.update + 1, 64).tolist()))
+        [run],
+        callback=lambda members: stages_seen.append(
+            sorted(set(run.curriculum.batch_stages(run.update + 1, 64).tolist()))
         ),
     )
     assert stages_seen[-1] == [0, 1, 2]
@@ -162,11 +162,12 @@ def test_tool_action_space_and_newest_stage_entropy_train_on_the_declared_varian
         }
     )
     run = new_run(config)
-    run_updates(run)
-    _, actions, _ = greedy_rollouts(run, 2, 64, torch.Generator().manual_seed(0))
+    run_updates([run])
+    _, actions, _ = greedy_rollouts([run], 2, 64, [torch.Generator().manual_seed(0)])
     assert set(actions.unique().tolist()) <= set(TOOL_TOKENS)
     assert all(
-        sample["actions"].split()[0] in {"MUL", "ADD", "SUB", "ANS", "STO", "RCL"} for sample in result(run).samples
+        sample["actions"].split()[0] in {"MUL", "ADD", "SUB", "ANS", "STO", "RCL"}
+        for sample in results([run])[0].samples
     )
     with pytest.raises(ConfigError, match="path_shaping: applies to variant declared only"):
         TrainConfig(path_shaping=0.1)
@@ -184,9 +185,9 @@ def test_updates_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
     apply_process_settings(config)
     run = new_run(config)
     for _ in range(10):
-        train_step(run)
+        train_step([run])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
-        train_step(run)
+        train_step([run])
     faults_per_update = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
     assert faults_per_update < 50

@@ -42,9 +42,7 @@ class SelfImitation(Exploration):
         if replayed is None:  # no correct episode yet
             return None
         operands, stages, actions, reward = replayed
-        rollout = run.model(
-            run.env.context(operands, stages), stages, actions.shape[1], action_mask=run.action_mask, forced=actions
-        )
+        rollout = batch.policy(run.env.context(operands, stages), stages, actions.shape[1], forced=actions)
         return self.weight * self_imitation_loss(rollout, reward, self.value_coef)
 
     def state_dict(self) -> dict:

@@ -16,13 +16,12 @@ import pandas as pd
 
 from ..config import ConfigError
 from ..experiment import hyperparameters, planned_trials, scan_trials
-from ..metrics import REWARD, SUCCESS, SUCCESS_MIN
+from ..metrics import REWARD, SOLVED, SUCCESS, SUCCESS_MIN
 from ..safe_yaml import load_yaml
 from ..spec import parse_spec
 from ..storage import open_storage
 from .stats import summarize
 
-SOLVED = 0.99  # success on every stage that counts as solved
 STATUS_NAMES = {
     "TERMINATED": "terminated",
     "ERROR": "errored",
@@ -71,9 +70,9 @@ def build_report(run_dir: str | Path) -> Report:
         trial_id = last.get("trial_id", key)
         params = trial_params(record.params or last.get("config", {}))
         for name in params:
-            if name != "seed" and name not in hyper:
+            if name not in ("seed", "seeds") and name not in hyper:
                 hyper.append(name)
-        seed = last.get("seed", params.get("seed"))
+        swept = {k: v for k, v in params.items() if k not in ("seed", "seeds")}
         trial_dir = run_dir / record.attempts[-1].dirname
         if (record.outcome or {}).get("status") == "terminated" and not record.finished:
             status = "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
@@ -83,38 +82,42 @@ def build_report(run_dir: str | Path) -> Report:
         failures = sum((a.outcome or {}).get("failures", 0) for a in record.attempts) or (
             legacy_statuses.get(trial_id) or {}
         ).get("num_failures", 0)
-        solved_at = next((r["episodes"] for r in reports if r.get(SUCCESS_MIN, 0) >= SOLVED), np.nan)
-        rows.append(
-            {
-                "trial_id": trial_id,
-                **{k: v for k, v in params.items() if k != "seed"},
-                "seed": seed,
-                "status": status,
-                **{k: last.get(k, np.nan) for k in [*SUCCESS, *REWARD, SUCCESS_MIN]},
-                "final_eval": bool(last.get("final", 0)),
-                "eval_episodes": last.get("eval_episodes", np.nan),
-                "episodes": last.get("episodes", np.nan),
-                "updates": last.get("update", np.nan),
-                "wall_time_s": last.get("time_total_s", np.nan),
-                "node": last.get("node_id", last.get("hostname", "")),
-                "failures": failures,
-                "attempts": len(record.attempts),
-                "solved": bool(last.get("final", 0)) and last.get(SUCCESS_MIN, 0) >= SOLVED,
-                "episodes_to_solve": solved_at,
-                "error": error,
-            }
-        )
-        for r in reports:
-            curve_rows.append(
+        members = member_reports(reports, params, last)
+        for seed, member in members.items():
+            member_last = member[-1] if member else last
+            row_id = trial_id if len(members) == 1 and "seeds" not in params else f"{trial_id}/seed{seed}"
+            solved_at = next((r["episodes"] for r in member if r.get(SUCCESS_MIN, 0) >= SOLVED), np.nan)
+            rows.append(
                 {
-                    "trial_id": trial_id,
-                    **{k: v for k, v in params.items() if k != "seed"},
+                    "trial_id": row_id,
+                    **swept,
                     "seed": seed,
-                    "episodes": r.get("episodes"),
-                    "final": bool(r.get("final", 0)),
-                    **{k: r.get(k, np.nan) for k in [*SUCCESS, SUCCESS_MIN]},
+                    "status": status,
+                    **{k: member_last.get(k, np.nan) for k in [*SUCCESS, *REWARD, SUCCESS_MIN]},
+                    "final_eval": bool(member_last.get("final", 0)),
+                    "eval_episodes": member_last.get("eval_episodes", np.nan),
+                    "episodes": member_last.get("episodes", np.nan),
+                    "updates": member_last.get("update", np.nan),
+                    "wall_time_s": last.get("time_total_s", np.nan),
+                    "node": last.get("node_id", last.get("hostname", "")),
+                    "failures": failures,
+                    "attempts": len(record.attempts),
+                    "solved": bool(member_last.get("final", 0)) and member_last.get(SUCCESS_MIN, 0) >= SOLVED,
+                    "episodes_to_solve": solved_at,
+                    "error": error,
                 }
             )
+            for r in member:
+                curve_rows.append(
+                    {
+                        "trial_id": row_id,
+                        **swept,
+                        "seed": seed,
+                        "episodes": r.get("episodes"),
+                        "final": bool(r.get("final", 0)),
+                        **{k: r.get(k, np.nan) for k in [*SUCCESS, SUCCESS_MIN]},
+                    }
+                )
     rows += _not_started(spec, planned, records, hyper)
     trials = pd.DataFrame(rows)
     for status in ("unfinished", "not started"):
@@ -137,6 +140,25 @@ def load_report(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`trials, summary = load_report(run_dir)` for a notebook."""
     report = build_report(run_dir)
     return report.trials, report.summary
+
+
+def member_reports(reports: list[dict], params: dict, last: dict) -> dict[int, list[dict]]:
+    """Each seed's reports in a trial: the trial's own for one seed; for a population, every
+    member's metrics from each report's `members` (a member that stopped once solved repeats its
+    last evaluation in later reports: kept once)."""
+    reported_members = any("members" in r for r in reports)
+    if "seeds" not in params and not reported_members:
+        return {last.get("seed", params.get("seed")): reports}
+    if not reported_members:  # a population that never reported
+        return {seed: [] for seed in params["seeds"]}
+    by_seed: dict[int, dict] = {}
+    for report in reports:
+        for member in report.get("members", []):
+            by_update = by_seed.setdefault(member["seed"], {})
+            by_update[(member.get("update"), member.get("final"))] = member | {
+                "time_total_s": report.get("time_total_s")
+            }
+    return {seed: list(by_update.values()) for seed, by_update in by_seed.items()}
 
 
 def trial_params(config: dict) -> dict:
@@ -191,7 +213,7 @@ def _not_started(raw_spec: dict | None, spec, records: dict, hyper: list[str]) -
         "error": "",
     }
     if spec.search_alg == "optuna":  # configurations not drawn yet are unknown
-        missing = spec.samples * len(spec.seeds) - len(records)
+        missing = (spec.samples * spec.trials_per_config - len(records)) * spec.seeds_per_trial
         return [{"trial_id": f"not started {i}", **base} for i in range(max(0, missing))]
     plan = planned_trials(spec)
     if not set(records) <= {trial["key"] for trial in plan}:
@@ -201,10 +223,14 @@ def _not_started(raw_spec: dict | None, spec, records: dict, hyper: list[str]) -
         if trial["key"] in records:
             continue
         params = dict(trial["hp"])
+        seeds = params.pop("seeds", None)
         for name in params:
             if name != "seed" and name not in hyper:
                 hyper.append(name)
-        rows.append({"trial_id": trial["key"], **params, **base})
+        if seeds is None:
+            rows.append({"trial_id": trial["key"], **params, **base})
+        else:
+            rows += [{"trial_id": f"{trial['key']}/seed{seed}", **params, "seed": seed, **base} for seed in seeds]
     return rows
 
 

@@ -1,0 +1,82 @@
+"""Population throughput: episodes per second per core of K seeds trained as one population
+(update.train_step on K members), against the tutorial's own update measured in the same run.
+
+The reference is the tutorial's update (benchmarks/tutorial_reference.py: per-episode Python
+operands and scoring, `nn.GRU` step by step, `Categorical` sampling) at the same batch and hidden
+size, one CPU thread. The project trains the tutorial's config (TrainConfig defaults) with the
+given batch and hidden size, K members, on --device with --threads threads; "per core" divides
+by the threads used. Rounds alternate between the two sides so that machine noise hits both.
+
+    python benchmarks/population.py                        # K 1 4 16 64, batch 192 256, hidden 64 96
+    python benchmarks/population.py --device cuda --members 64 1024 --batches 192 --hiddens 96
+    python benchmarks/population.py --members 1 2 --batches 8 --hiddens 8 --updates 2 --rounds 1  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import torch
+from tutorial_reference import ReferenceUpdate
+
+from distributed_agent.config import TrainConfig
+from distributed_agent.runtime import apply_process_settings
+from distributed_agent.state import new_population
+from distributed_agent.update import train_step
+
+
+def episodes_per_second(step, episodes_per_step: int, steps: int, synchronize=lambda: None) -> float:
+    step()  # warm-up
+    synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize()
+    return episodes_per_step * steps / (time.perf_counter() - started)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[192, 256])
+    parser.add_argument("--hiddens", type=int, nargs="+", default=[64, 96])
+    parser.add_argument("--updates", type=int, default=10, help="updates per timing round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="device of the project's side (the reference is CPU)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    synchronize = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    print(
+        f"torch {torch.__version__}, project on {args.device} with {args.threads} thread(s), reference on 1 CPU "
+        f"thread; median of {args.rounds} rounds of {args.updates} updates; episodes per second per core"
+    )
+    print(f"{'batch':>6} {'hidden':>6} {'K':>5} {'reference':>10} {'population':>11} {'ratio':>7} {'ms/update':>10}")
+    for batch in args.batches:
+        for hidden in args.hiddens:
+            reference = ReferenceUpdate(batch, hidden=hidden)
+            config = TrainConfig(batch_size=batch, hidden_size=hidden, device=args.device, num_threads=args.threads)
+            apply_process_settings(config)
+            for members in args.members:
+                population = new_population(config, list(range(members)))
+                ref_rates, rates = [], []
+                for _ in range(args.rounds):
+                    torch.set_num_threads(1)
+                    ref_rates.append(episodes_per_second(reference.step, batch, args.updates))
+                    torch.set_num_threads(args.threads)
+                    step = functools.partial(train_step, population)
+                    rate = episodes_per_second(step, members * batch, args.updates, synchronize)
+                    rates.append(rate / args.threads)
+                ref, rate = statistics.median(ref_rates), statistics.median(rates)
+                milliseconds = 1000 * members * batch / (rate * args.threads)
+                print(
+                    f"{batch:>6} {hidden:>6} {members:>5} {ref:>10,.0f} {rate:>11,.0f} "
+                    f"{rate / ref:>6.2f}x {milliseconds:>10.1f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
