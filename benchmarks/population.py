@@ -4,8 +4,9 @@
 The reference is the tutorial's update (benchmarks/tutorial_reference.py: per-episode Python
 operands and scoring, `nn.GRU` step by step, `Categorical` sampling) at the same batch and hidden
 size, one CPU thread. The project trains the tutorial's config (TrainConfig defaults) with the
-given batch and hidden size, K members, on --device with --threads threads; "per core" divides
-by the threads used. Rounds alternate between the two sides so that machine noise hits both.
+given batch and hidden size, K members, on --device with --threads threads, stepped as training
+steps them (train.step: members_per_step members per batched step); "per core" divides by the
+threads used. Rounds alternate between the two sides so that machine noise hits both.
 
     python benchmarks/population.py                        # K 1 4 16 64, batch 192 256, hidden 64 96
     python benchmarks/population.py --device cuda --members 64 1024 --batches 192 --hiddens 96
@@ -25,7 +26,7 @@ from tutorial_reference import ReferenceUpdate
 from distributed_agent.config import TrainConfig
 from distributed_agent.runtime import apply_process_settings
 from distributed_agent.state import new_population
-from distributed_agent.update import train_step
+from distributed_agent.train import step
 
 
 def episodes_per_second(step, episodes_per_step: int, steps: int, synchronize=lambda: None) -> float:
@@ -47,18 +48,28 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="device of the project's side (the reference is CPU)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--members-per-step", default="8", help="TrainConfig.members_per_step: a count, or 'all' (one batched step)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     synchronize = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     print(
         f"torch {torch.__version__}, project on {args.device} with {args.threads} thread(s), reference on 1 CPU "
-        f"thread; median of {args.rounds} rounds of {args.updates} updates; episodes per second per core"
+        f"thread; median of {args.rounds} rounds of {args.updates} updates; episodes per second per core; "
+        f"members_per_step {args.members_per_step}"
     )
     print(f"{'batch':>6} {'hidden':>6} {'K':>5} {'reference':>10} {'population':>11} {'ratio':>7} {'ms/update':>10}")
     for batch in args.batches:
         for hidden in args.hiddens:
             reference = ReferenceUpdate(batch, hidden=hidden)
-            config = TrainConfig(batch_size=batch, hidden_size=hidden, device=args.device, num_threads=args.threads)
+            config = TrainConfig(
+                batch_size=batch,
+                hidden_size=hidden,
+                device=args.device,
+                num_threads=args.threads,
+                members_per_step=None if args.members_per_step == "all" else int(args.members_per_step),
+            )
             apply_process_settings(config)
             for members in args.members:
                 population = new_population(config, list(range(members)))
@@ -67,8 +78,8 @@ def main():
                     torch.set_num_threads(1)
                     ref_rates.append(episodes_per_second(reference.step, batch, args.updates))
                     torch.set_num_threads(args.threads)
-                    step = functools.partial(train_step, population)
-                    rate = episodes_per_second(step, members * batch, args.updates, synchronize)
+                    update = functools.partial(step, population)
+                    rate = episodes_per_second(update, members * batch, args.updates, synchronize)
                     rates.append(rate / args.threads)
                 ref, rate = statistics.median(ref_rates), statistics.median(rates)
                 milliseconds = 1000 * members * batch / (rate * args.threads)

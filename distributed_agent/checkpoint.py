@@ -17,7 +17,7 @@ from .state import Evaluation, TrainState, new_run
 
 CHECKPOINT_FORMAT = 2  # a population: {"format": 2, "members": [one run's state, ...]}
 SINGLE_RUN_FORMAT = 1  # one run's state at the top level (read as a population of one)
-EXECUTION_FIELDS = ("device", "num_threads")  # may differ between the run saved and the one resumed
+EXECUTION_FIELDS = ("device", "num_threads", "members_per_step")  # may differ between a saved run and its resumption
 
 
 def member_state(run: TrainState) -> dict:

@@ -69,11 +69,12 @@ def run_updates(
     until = config.updates if until is None else min(until, config.updates)
     while active := [run for run in members if run.update < until and not solved(run)]:
         started = time.perf_counter()
-        train_step(active)
+        step(active)
         update = active[0].update
         evaluate_now = update % config.eval_every == 0 or update == config.updates
         if evaluate_now:
-            scores = evaluate(active, config.eval_episodes, tag=update)
+            chunks = _chunks(active, config.members_per_step)
+            scores = [score for chunk in chunks for score in evaluate(chunk, config.eval_episodes, tag=update)]
             for run, (success, _) in zip(active, scores):
                 run.curriculum.observe(success, run.episodes)
         share = (time.perf_counter() - started) / len(active)
@@ -87,9 +88,23 @@ def run_updates(
                 callback(members)
 
 
+def step(members: list[TrainState]) -> None:
+    """One update of every member, config.members_per_step members per batched step."""
+    for chunk in _chunks(members, members[0].config.members_per_step):
+        train_step(chunk)
+
+
 def final_evaluation(members: list[TrainState]) -> list[tuple[list[float], list[float]]]:
     """Per member: greedy success and reward per stage on final_eval_episodes (what a report shows)."""
-    return evaluate(members, members[0].config.final_eval_episodes, tag=FINAL_TAG)
+    config = members[0].config
+    chunks = _chunks(members, config.members_per_step)
+    return [score for chunk in chunks for score in evaluate(chunk, config.final_eval_episodes, tag=FINAL_TAG)]
+
+
+def _chunks(members: list[TrainState], size: int | None) -> list[list[TrainState]]:
+    """The population in chunks of `size` members (config.members_per_step; None: one chunk)."""
+    size = size or len(members)
+    return [members[i : i + size] for i in range(0, len(members), size)]
 
 
 def results(members: list[TrainState], with_samples: bool = True) -> list[TrainResult]:

@@ -59,6 +59,8 @@ def test_every_member_has_the_numbers_of_its_seed_trained_alone(name):
     population = train_population(config, SEEDS)
     alone = [train(config.replace(seed=seed)) for seed in SEEDS]
     assert [fingerprint(r) for r in population] == [fingerprint(r) for r in alone]
+    chunked = train_population(config.replace(members_per_step=2), SEEDS)  # stepped as 2 + 1 members
+    assert [fingerprint(r) for r in chunked] == [fingerprint(r) for r in alone]
     if name == "early_stop":  # members did stop at different updates
         assert len({r.updates for r in population}) > 1 and max(r.updates for r in population) < config.updates
     if name == "mastery_batch_mean":  # members did train different stages at the same update

@@ -118,12 +118,14 @@ def make_crashing_trial(marker: str, crash_at_update: int):
     return crashing_trial
 
 
-def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_numbers(tmp_path):
+@pytest.mark.parametrize("seeds", [[5], [5, 6, 7]], ids=["one_seed", "population"])
+def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_numbers(tmp_path, seeds):
     spec = parse_spec(
         {
             "name": "crash",
             "train": {**TINY_TRAIN, "updates": 40},
-            "seeds": [5],
+            "seeds": seeds,
+            "seeds_per_trial": "all",
             "checkpoint_every": 2,
             "max_failures": 2,
         }
@@ -133,14 +135,49 @@ def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_n
     assert marker.exists()  # it did crash (after the checkpoint at update 20)
     (lines,) = results_by_trial(path).values()
     assert lines[-1]["final"] == 1
-    straight = train(spec.trial_config({"seed": 5}).replace(device="cpu"))
-    assert [lines[-1][f"success/stage{s}"] for s in range(3)] == straight.final_success
-    assert [lines[-1][f"reward/stage{s}"] for s in range(3)] == straight.final_reward
-    by_update = {line["update"]: line for line in lines}  # replayed reports carry the same numbers
-    for evaluation in straight.history[:-1]:
-        assert by_update[evaluation.update]["success/min"] == min(evaluation.success)
+    members = {seed: lines[-1] for seed in seeds} if len(seeds) == 1 else {m["seed"]: m for m in lines[-1]["members"]}
+    for seed in seeds:  # the whole population resumed: every member as if never disturbed
+        straight = train(spec.trial_config({"seed": seed}).replace(device="cpu"))
+        assert [members[seed][f"success/stage{s}"] for s in range(3)] == straight.final_success
+        assert [members[seed][f"reward/stage{s}"] for s in range(3)] == straight.final_reward
+        by_update = {}  # replayed reports carry the same numbers
+        for line in lines:
+            for member in line.get("members", [line]):
+                if member["seed"] == seed:
+                    by_update[member["update"]] = member
+        for evaluation in straight.history[:-1]:
+            assert by_update[evaluation.update]["success/min"] == min(evaluation.success)
     report = build_report(path)
-    assert report.trials.loc[0, "status"] == "terminated" and report.trials.loc[0, "failures"] == 1
+    assert sorted(report.trials["seed"]) == seeds  # one row per seed, as for trials of one seed
+    assert (report.trials["status"] == "terminated").all() and (report.trials["failures"] == 1).all()
+
+
+def test_asha_on_configurations_judges_each_by_all_its_seeds(tmp_path):
+    spec = parse_spec(
+        {
+            "name": "by_config",
+            "train": {**TINY_TRAIN, "updates": 40},
+            "search": {"lr": {"grid": [3e-3, 1e-5]}},  # 1e-5 learns nothing in 40 updates
+            "seeds": [1, 2, 3],
+            "seeds_per_trial": "all",
+            "scheduler": "asha",
+            "asha": {"grace_period": 2, "reduction_factor": 2},
+        }
+    )
+    path = run_sweep(spec, storage=str(tmp_path), verbose=0)
+    by_trial = results_by_trial(path)
+    assert len(by_trial) == 2  # one trial per configuration
+    for lines in by_trial.values():
+        assert {m["seed"] for line in lines for m in line["members"]} == {1, 2, 3}
+        for line in lines:  # the aggregate the scheduler judged: the mean over members
+            mean = sum(m["success/min"] for m in line["members"]) / 3
+            assert abs(line["success/min"] - mean) < 1e-12
+            assert line["episodes"] == sum(m["episodes"] for m in line["members"])
+    trials = build_report(path).trials
+    assert len(trials) == 6 and sorted(trials.groupby("lr")["seed"].apply(sorted).tolist()) == [[1, 2, 3]] * 2
+    for _, row in trials[trials["status"] == "terminated"].iterrows():  # finished members: their seed alone
+        success, _ = direct_final(spec, {"lr": row["lr"], "seed": int(row["seed"])})
+        assert [row[f"success/stage{s}"] for s in range(3)] == success
 
 
 def test_a_diverging_trial_is_errored_with_its_reason_and_the_rest_completes(tmp_path):
