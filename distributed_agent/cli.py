@@ -129,7 +129,7 @@ def command_sweep(args) -> int:
     print(
         f"\nExperiment {spec.name}: "
         + ", ".join(f"{n} {status}" for status, n in counts.items())
-        + f" (of {len(report.trials)} trials). Results in {path}"
+        + f" (of {len(report.trials)} runs, one per configuration and seed). Results in {path}"
     )
     print_summary(report)
     written = write_report(report, Path(path) / "report")

@@ -127,9 +127,8 @@ def run_trial(
             "device": str(members[0].device),
             "rss_mib": resident_mib(),
         }
-        if population:
-            metrics["seeds"] = trial_seeds
-            metrics["members"] = per_member
+        if population:  # keyed by seed: Tune logs each member's metrics as scalars (members/seed3/...)
+            metrics["members"] = {f"seed{m['seed']}": m for m in per_member}
         if final or rounds % checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as directory:
                 checkpoint.save(members, Path(directory) / STATE_FILE)

@@ -169,7 +169,7 @@ def test_a_local_sweep_listens_on_loopback_only_takes_a_token_and_runs_one_drive
         sessions.append(successor.pid)
         out, err = successor.communicate(timeout=300)
         assert successor.returncode == 0, err[-3000:]
-        assert "2 terminated (of 2 trials)" in out
+        assert "2 terminated (of 2 runs, one per configuration and seed)" in out
     finally:
         for session in sessions:
             kill_session(session)

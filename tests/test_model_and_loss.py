@@ -193,8 +193,9 @@ def test_epsilon_exploration_draws_allowed_tokens_uniformly():
     context, stages = batch(4000)
     mask = torch.zeros(18, dtype=torch.bool)
     mask[10:16] = True
-    run = SimpleNamespace(episodes=0, action_mask=mask, generator=torch.Generator().manual_seed(1))
-    forced = EpsilonExploration(1.0, None).forced_tokens(run, 2, len(context))
+    config = SimpleNamespace(explore_epsilon=1.0, explore_decay_episodes=None)
+    run = SimpleNamespace(config=config, episodes=0, action_mask=mask, generator=torch.Generator().manual_seed(1))
+    forced = EpsilonExploration().forced_tokens(run, 2, len(context))
     actions = sampled(model, context, stages, 2, 1, action_mask=mask, forced=forced).actions
     frequencies = torch.bincount(actions.flatten(), minlength=18).float() / actions.numel()
     assert torch.allclose(frequencies[10:16], torch.full((6,), 1 / 6), atol=0.015)

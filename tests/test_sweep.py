@@ -135,14 +135,14 @@ def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_n
     assert marker.exists()  # it did crash (after the checkpoint at update 20)
     (lines,) = results_by_trial(path).values()
     assert lines[-1]["final"] == 1
-    members = {seed: lines[-1] for seed in seeds} if len(seeds) == 1 else {m["seed"]: m for m in lines[-1]["members"]}
+    members = {seeds[0]: lines[-1]} if len(seeds) == 1 else {m["seed"]: m for m in lines[-1]["members"].values()}
     for seed in seeds:  # the whole population resumed: every member as if never disturbed
         straight = train(spec.trial_config({"seed": seed}).replace(device="cpu"))
         assert [members[seed][f"success/stage{s}"] for s in range(3)] == straight.final_success
         assert [members[seed][f"reward/stage{s}"] for s in range(3)] == straight.final_reward
         by_update = {}  # replayed reports carry the same numbers
         for line in lines:
-            for member in line.get("members", [line]):
+            for member in line["members"].values() if "members" in line else [line]:
                 if member["seed"] == seed:
                     by_update[member["update"]] = member
         for evaluation in straight.history[:-1]:
@@ -168,11 +168,11 @@ def test_asha_on_configurations_judges_each_by_all_its_seeds(tmp_path):
     by_trial = results_by_trial(path)
     assert len(by_trial) == 2  # one trial per configuration
     for lines in by_trial.values():
-        assert {m["seed"] for line in lines for m in line["members"]} == {1, 2, 3}
+        assert {m["seed"] for line in lines for m in line["members"].values()} == {1, 2, 3}
         for line in lines:  # the aggregate the scheduler judged: the mean over members
-            mean = sum(m["success/min"] for m in line["members"]) / 3
-            assert abs(line["success/min"] - mean) < 1e-12
-            assert line["episodes"] == sum(m["episodes"] for m in line["members"])
+            members = line["members"].values()
+            assert abs(line["success/min"] - sum(m["success/min"] for m in members) / 3) < 1e-12
+            assert line["episodes"] == sum(m["episodes"] for m in members)
     trials = build_report(path).trials
     assert len(trials) == 6 and sorted(trials.groupby("lr")["seed"].apply(sorted).tolist()) == [[1, 2, 3]] * 2
     for _, row in trials[trials["status"] == "terminated"].iterrows():  # finished members: their seed alone

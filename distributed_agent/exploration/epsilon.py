@@ -15,20 +15,19 @@ from .base import Exploration
 
 
 class EpsilonExploration(Exploration):
-    def __init__(self, epsilon: float, decay_episodes: int | None):
-        self.epsilon, self.decay_episodes = epsilon, decay_episodes
-
     @classmethod
     def build(cls, config, env, device):
-        return cls(config.explore_epsilon, config.explore_decay_episodes) if config.explore_epsilon > 0 else None
+        return cls() if config.explore_epsilon > 0 else None
 
-    def current(self, episodes: int) -> float:
-        if self.decay_episodes is None:
-            return self.epsilon
-        return self.epsilon * max(0.0, 1 - episodes / self.decay_episodes)
+    @staticmethod
+    def current(config, episodes: int) -> float:
+        """epsilon after `episodes` (read from the run's config, which a schedule may change)."""
+        if config.explore_decay_episodes is None:
+            return config.explore_epsilon
+        return config.explore_epsilon * max(0.0, 1 - episodes / config.explore_decay_episodes)
 
     def forced_tokens(self, run, steps: int, batch: int) -> torch.Tensor | None:
-        epsilon = self.current(run.episodes)
+        epsilon = self.current(run.config, run.episodes)
         if epsilon <= 0:
             return None
         device = run.generator.device

@@ -17,13 +17,12 @@ from .base import Exploration
 class NoveltyBonus(Exploration):
     checkpoint_key = "state_visits"
 
-    def __init__(self, weight: float, steps: int, device):
-        self.weight = weight
+    def __init__(self, steps: int, device):
         self.visits = torch.zeros(NUM_STAGES * steps * MACHINE_STATES, dtype=torch.float64, device=device)
 
     @classmethod
     def build(cls, config, env, device):
-        return cls(config.novelty_bonus, env.max_len, device) if config.novelty_bonus else None
+        return cls(env.max_len, device) if config.novelty_bonus else None
 
     def reward_bonus(self, run, batch) -> torch.Tensor:
         machine_states, stages = batch.outcome.machine_states, batch.stages
@@ -34,7 +33,7 @@ class NoveltyBonus(Exploration):
         ) * MACHINE_STATES + machine_states.clamp_min(0)
         bonus = (self.visits[cells] + 1).rsqrt() * visited
         self.visits.index_add_(0, cells[visited], torch.ones_like(cells[visited], dtype=torch.float64))
-        return self.weight * bonus.sum(1).float()
+        return run.config.novelty_bonus * bonus.sum(1).float()
 
     def state_dict(self) -> torch.Tensor:
         return self.visits

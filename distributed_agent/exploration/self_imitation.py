@@ -19,31 +19,22 @@ from .base import Exploration
 class SelfImitation(Exploration):
     checkpoint_key = "replay"
 
-    def __init__(self, weight: float, batch: int, capacity: int, steps: int, value_coef: float, device):
-        self.weight, self.batch, self.value_coef = weight, batch, value_coef
+    def __init__(self, capacity: int, steps: int, device):
         self.replay = ReplayBuffer(NUM_STAGES, capacity, steps, device)
 
     @classmethod
     def build(cls, config, env, device):
-        if not config.self_imitation:
-            return None
-        return cls(
-            config.self_imitation,
-            config.self_imitation_batch,
-            config.self_imitation_capacity,
-            env.max_len,
-            config.value_coef,
-            device,
-        )
+        return cls(config.self_imitation_capacity, env.max_len, device) if config.self_imitation else None
 
     def extra_loss(self, run, batch) -> torch.Tensor | None:
+        config = run.config  # weights read at each update: a schedule may change them
         self.replay.add(batch.operands, batch.stages, batch.rollout.actions, batch.reward, batch.outcome.correct)
-        replayed = self.replay.sample(self.batch, run.generator)
+        replayed = self.replay.sample(config.self_imitation_batch, run.generator)
         if replayed is None:  # no correct episode yet
             return None
         operands, stages, actions, reward = replayed
         rollout = batch.policy(run.env.context(operands, stages), stages, actions.shape[1], forced=actions)
-        return self.weight * self_imitation_loss(rollout, reward, self.value_coef)
+        return config.self_imitation * self_imitation_loss(rollout, reward, config.value_coef)
 
     def state_dict(self) -> dict:
         return self.replay.state_dict()

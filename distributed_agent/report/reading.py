@@ -153,7 +153,7 @@ def member_reports(reports: list[dict], params: dict, last: dict) -> dict[int, l
         return {seed: [] for seed in params["seeds"]}
     by_seed: dict[int, dict] = {}
     for report in reports:
-        for member in report.get("members", []):
+        for member in report.get("members", {}).values():
             by_update = by_seed.setdefault(member["seed"], {})
             by_update[(member.get("update"), member.get("final"))] = member | {
                 "time_total_s": report.get("time_total_s")
