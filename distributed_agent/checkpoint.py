@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, TrainConfig
+from .schedule import scheduled_fields
 from .state import Evaluation, TrainState, new_run
 
 CHECKPOINT_FORMAT = 2  # a population: {"format": 2, "members": [one run's state, ...]}
@@ -32,6 +33,7 @@ def member_state(run: TrainState) -> dict:
         "seconds": run.seconds,
         "last_loss": run.last_loss,
         "history": [asdict(e) for e in run.history],
+        "changes": run.changes,
     }
     for method in run.exploration:
         if method.checkpoint_key:
@@ -40,8 +42,13 @@ def member_state(run: TrainState) -> dict:
 
 
 def load_member_state(run: TrainState, state: dict) -> None:
+    """Load a member's saved state; the fields its schedule had changed take their saved values."""
+    saved = TrainConfig.from_dict(state["config"], where="checkpoint config")
+    run.config = run.config.replace(**{name: getattr(saved, name) for name in scheduled_fields(run.config)})
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
+    for group in run.optimizer.param_groups:  # the run's own learning rate, not the one saved
+        group["lr"] = run.config.lr
     run.generator.set_state(state["generator"])
     run.curriculum.load_state_dict(state["curriculum"])
     for method in run.exploration:
@@ -52,6 +59,7 @@ def load_member_state(run: TrainState, state: dict) -> None:
     run.seconds = state["seconds"]
     run.last_loss = state["last_loss"]
     run.history = [Evaluation(**e) for e in state["history"]]
+    run.changes = [dict(change) for change in state.get("changes", [])]
 
 
 def state_dict(members: list[TrainState]) -> dict:
@@ -96,12 +104,13 @@ def saved_configs(state: dict, where: str) -> list[TrainConfig]:
         raise ConfigError(f"checkpoint: {where} names no configuration") from None
 
 
-def restore(members: list[TrainState], state: dict, where: str) -> None:
-    """Load `state` into a population that must train the same configurations and seeds (execution
-    aside)."""
+def restore(members: list[TrainState], state: dict, where: str, mutable: tuple[str, ...] = ()) -> None:
+    """Load `state` into a population that must train the same configurations and seeds; execution
+    fields, the fields its schedule changes and `mutable` ones (population-based training's) aside."""
+    ignored = {*EXECUTION_FIELDS, *mutable, *scheduled_fields(members[0].config)}
 
     def comparable(config: TrainConfig) -> dict:
-        return {k: v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS}
+        return {k: v for k, v in config.to_dict().items() if k not in ignored}
 
     if [comparable(c) for c in saved_configs(state, where)] != [comparable(run.config) for run in members]:
         raise ConfigError(f"checkpoint {where} was made for another configuration or seeds than this run's")

@@ -65,6 +65,8 @@ def knob(
         "at_most": at_most,
         "declared_only": declared_only,
     }
+    if isinstance(default, list):  # a mutable default: each config gets its own copy
+        return dataclasses.field(default_factory=lambda: list(default), metadata=rule)
     return dataclasses.field(default=default, metadata=rule)
 
 
@@ -152,6 +154,12 @@ class TrainConfig:
         None, "end early once greedy success >= this on every stage; null: never", above=0, at_most=1
     )
     explain_samples: int = knob(5, "greedy episodes per stage spelled out in the result", at_least=0, at_most=1000)
+    schedule: list = knob(
+        [],
+        "hyperparameter changes during training: [{update: U, FIELD: value, ...}, ...], each applied "
+        "before update U+1 (U = 0: from the start); FIELD any number field marked schedulable "
+        "(e.g. the best schedule a PBT search found, replayed)",
+    )
     # execution
     seed: int = knob(0, "seed of the weights, the tasks and the sampling", at_least=0, at_most=MAX_SEED)
     device: str = knob("auto", "where to train (auto: CUDA when available)", pattern=DEVICES)
@@ -175,6 +183,7 @@ class TrainConfig:
                     raise ConfigError(f"{field.name}: must be a finite number (got {value!r})")
                 object.__setattr__(self, field.name, value := float(value))
             _check_rule(field, value)
+        object.__setattr__(self, "schedule", _checked_schedule(self))
         if self.variant != "declared":
             for field in fields(self):
                 if field.metadata["declared_only"] and getattr(self, field.name) != field.default:
@@ -193,7 +202,8 @@ class TrainConfig:
         rows = []
         for f in fields(cls):
             old_name = f"; 'tutorial' is read as {f.default}" if f.name in TUTORIAL_ALIASES else ""
-            rows.append((f.name, repr(f.default), f"{_allowed_text(f)}: {f.metadata['doc']}{old_name}"))
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            rows.append((f.name, repr(default), f"{_allowed_text(f)}: {f.metadata['doc']}{old_name}"))
         return rows
 
     @classmethod
@@ -214,6 +224,41 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def schedulable_fields() -> list[str]:
+    """Fields a schedule (and population-based training) may change during training: the float
+    knobs that are read at every update."""
+    return [f.name for f in fields(TrainConfig) if f.type.startswith("float") and f.name not in NOT_SCHEDULABLE]
+
+
+NOT_SCHEDULABLE = ("answer_shaping", "path_shaping", "mastery_threshold", "stop_at_success")  # rules, not knobs
+
+
+def _checked_schedule(config: TrainConfig) -> list[dict]:
+    """The schedule as plain data, sorted by update, each entry's values checked like the fields."""
+    allowed = schedulable_fields()
+    entries = []
+    for index, entry in enumerate(config.schedule):
+        where = f"schedule[{index}]"
+        if not isinstance(entry, dict) or "update" not in entry:
+            raise ConfigError(f"{where}: must be a mapping {{update: U, FIELD: value, ...}}")
+        update = coerce(entry["update"], "int")
+        if isinstance(update, bool) or not isinstance(update, int) or not 0 <= update < config.updates:
+            raise ConfigError(f"{where}.update: must be an integer in 0..{config.updates - 1} (got {update!r})")
+        values = {name: value for name, value in entry.items() if name != "update"}
+        for name in values:
+            if name not in allowed:
+                raise ConfigError(f"{where}.{name}: not schedulable; allowed: {', '.join(allowed)}")
+        try:  # the values pass the same checks as the fields themselves
+            checked = TrainConfig.from_dict({**config.to_dict(), "schedule": [], **values})
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        entries.append({"update": update, **{name: getattr(checked, name) for name in values}})
+    updates = [entry["update"] for entry in entries]
+    if len(set(updates)) != len(updates):
+        raise ConfigError("schedule: two entries for the same update")
+    return sorted(entries, key=lambda entry: entry["update"])
+
+
 def coerce(value, type_name: str):
     """YAML 1.1 reads `3e-3` as a string; accept such strings for number fields, nothing looser."""
     if isinstance(value, str) and type_name.startswith(("float", "int")):
@@ -227,7 +272,7 @@ def coerce(value, type_name: str):
     return value
 
 
-_TYPE_NAMES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+_TYPE_NAMES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list}
 
 
 def _check_type(name: str, value, type_name: str) -> None:

@@ -12,6 +12,8 @@ SUCCESS_MIN = "success/min"  # the weakest stage: the headline number
 OBJECTIVES = (SUCCESS_MIN, *SUCCESS, *REWARD)  # what a spec may optimise
 SOLVED = 0.99  # success on every stage that counts as solved
 SOLVED_SHARE = "solved_share"  # a population trial's share of members solved
+HYPERPARAMETER_PREFIX = "hp/"  # pbt trials: the value in effect of each mutated field
+SCHEDULE_KEY = "schedule"  # pbt trials: every change so far, as a `schedule:` (JSON text)
 
 
 def stage_metrics(success: list[float], reward: list[float]) -> dict:

@@ -10,8 +10,11 @@
     seeds_per_trial: 1    # seeds trained as one population in a trial: 1, N (groups of N), or all
     samples: 1            # draws of the random dimensions (grid dimensions are crossed with them)
     search_alg: random    # or optuna (pip install 'distributed_agent[optuna]')
-    scheduler: fifo       # or asha (stops weak trials early on the metric)
+    scheduler: fifo       # or asha (stops weak trials early) or pbt (population-based training)
     asha: {grace_period: 2, reduction_factor: 2}   # grace period in evaluations, like every unit below
+    mutations:            # pbt: schedulable TrainConfig fields the search changes during training
+      lr: {loguniform: [1.0e-4, 1.0e-2]}             #   uniform / loguniform: [low, high], low > 0
+    pbt: {perturbation_interval: 4, quantile_fraction: 0.25, resample_probability: 0.25, seed: 0}
     resources: {cpu: 1, gpu: 0}
     max_failures: 2
     report_every: 1       # evaluations between reports to Tune (each costs the driver work)
@@ -39,13 +42,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig, coerce
+from .config import ConfigError, TrainConfig, coerce, schedulable_fields
 from .metrics import OBJECTIVES, SUCCESS_MIN
 from .safe_yaml import load_yaml
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "optuna")
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "pbt")
+POPULATION_BASED = ("pbt",)
+PBT_OPTIONS = ("perturbation_interval", "quantile_fraction", "resample_probability", "seed")
 MODES = ("max", "min")
 TOP_LEVEL = (
     "name",
@@ -58,6 +63,8 @@ TOP_LEVEL = (
     "search_alg",
     "scheduler",
     "asha",
+    "mutations",
+    "pbt",
     "resources",
     "max_failures",
     "report_every",
@@ -97,6 +104,11 @@ class ExperimentSpec:
     scheduler: str = "fifo"
     asha_grace_period: int = 2  # in evaluations
     asha_reduction_factor: int = 2
+    mutations: tuple[Dimension, ...] = ()  # pbt: what it may change, and the initial draw
+    pbt_interval: int = 4  # in evaluations
+    pbt_quantile: float = 0.25
+    pbt_resample: float = 0.25
+    pbt_seed: int = 0
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
@@ -114,7 +126,7 @@ class ExperimentSpec:
         and the same spec always yields the same trials.
         """
         grid = [d for d in self.search if d.kind == "grid"]
-        random_dims = [d for d in self.search if d.kind != "grid"]
+        random_dims = [d for d in self.search if d.kind != "grid"] + list(self.mutations)  # pbt: initial values
         rng = random.Random(f"{self.name}:search")
         draws = [{d.name: d.sample(rng) for d in random_dims} for _ in range(self.samples)]
         trials = []
@@ -201,6 +213,28 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
         )
     metric = _choice_field(raw, "metric", SUCCESS_MIN, OBJECTIVES)
     mode = _choice_field(raw, "mode", "max", MODES)
+    mutations = _parse_mutations(raw.get("mutations") or {}, train, search)
+    pbt = raw.get("pbt") or {}
+    if not isinstance(pbt, dict) or set(pbt) - set(PBT_OPTIONS):
+        raise ConfigError(f"pbt: must be a mapping with any of {', '.join(PBT_OPTIONS)}")
+    pbt_interval = _int_field(pbt, "perturbation_interval", 4, minimum=1, prefix="pbt.")
+    if scheduler in POPULATION_BASED:
+        if not mutations:
+            raise ConfigError(f"mutations: scheduler {scheduler} needs at least one field to mutate")
+        if search_alg != "random":
+            raise ConfigError(f"search_alg: scheduler {scheduler} chooses configurations itself; use random")
+        if seeds_per_trial != len(seeds):
+            raise ConfigError(
+                f"seeds_per_trial: scheduler {scheduler} needs all ({len(seeds)}), so that a trial's score is its "
+                "configuration's and an exploited trial takes a whole population"
+            )
+        if pbt_interval % checkpoint_every:
+            raise ConfigError(
+                f"pbt.perturbation_interval: must be a multiple of checkpoint_every ({checkpoint_every}), so that "
+                f"an exploited trial copies its donor's state of the moment (got {pbt_interval})"
+            )
+    elif mutations or pbt:
+        raise ConfigError(f"{'mutations' if mutations else 'pbt'}: only with scheduler pbt")
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError("description: must be a string")
@@ -215,6 +249,11 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
         scheduler=scheduler,
         asha_grace_period=_int_field(asha, "grace_period", 2, minimum=1, prefix="asha."),
         asha_reduction_factor=_int_field(asha, "reduction_factor", 2, minimum=2, prefix="asha."),
+        mutations=mutations,
+        pbt_interval=pbt_interval,
+        pbt_quantile=_fraction(pbt, "quantile_fraction", 0.25, 0.5, "pbt."),
+        pbt_resample=_fraction(pbt, "resample_probability", 0.25, 1.0, "pbt."),
+        pbt_seed=_int_field(pbt, "seed", 0, minimum=0, prefix="pbt."),
         cpus_per_trial=cpus,
         gpus_per_trial=gpus,
         max_failures=_int_field(raw, "max_failures", 2, minimum=0),
@@ -272,6 +311,44 @@ def _parse_search(raw, train: TrainConfig) -> tuple[Dimension, ...]:
                 raise ConfigError(f"{where}: {error}") from None
         dimensions.append(Dimension(name, kind, tuple(values)))
     return tuple(dimensions)
+
+
+def _parse_mutations(raw, train: TrainConfig, search: tuple[Dimension, ...]) -> tuple[Dimension, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError("mutations: must be a mapping of TrainConfig field -> {uniform|loguniform: [low, high]}")
+    allowed = schedulable_fields()
+    dimensions = []
+    for name, rule in raw.items():
+        where = f"mutations.{name}"
+        if name not in allowed:
+            raise ConfigError(f"{where}: not a schedulable number field; allowed: {', '.join(allowed)}")
+        if any(d.name == name for d in search):
+            raise ConfigError(f"{where}: also in search; a field is searched or mutated, not both")
+        if not isinstance(rule, dict) or len(rule) != 1 or next(iter(rule)) not in ("uniform", "loguniform"):
+            raise ConfigError(f"{where}: must be {{uniform: [low, high]}} or {{loguniform: [low, high]}}")
+        kind, values = next(iter(rule.items()))
+        values = [coerce(v, "float") for v in values] if isinstance(values, list) else values
+        if not (
+            isinstance(values, list)
+            and len(values) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            and 0 < values[0] < values[1]
+        ):
+            raise ConfigError(f"{where}.{kind}: must be [low, high] with 0 < low < high (got {values!r})")
+        for value in values:
+            try:
+                train.replace(**{name: value})
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
+        dimensions.append(Dimension(name, kind, tuple(float(v) for v in values)))
+    return tuple(dimensions)
+
+
+def _fraction(raw: dict, name: str, default: float, at_most: float, prefix: str) -> float:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= at_most:
+        raise ConfigError(f"{prefix}{name}: must be a number in [0, {at_most}] (got {value!r})")
+    return float(value)
 
 
 def _parse_seeds(raw) -> tuple[int, ...]:

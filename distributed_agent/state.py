@@ -49,6 +49,7 @@ class TrainState:
     seconds: float = 0.0
     last_loss: float = math.nan
     history: list[Evaluation] = field(default_factory=list)
+    changes: list[dict] = field(default_factory=list)  # hyperparameter changes, as schedule entries (schedule.py)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from .experiment import (
 )
 from .local_ray import ray_session
 from .lock import ExperimentLock
+from .pbt import make_pbt
 from .spec import ExperimentSpec
 from .storage import Storage, StorageFull, is_storage_full, open_storage
 from .trainable import run_trial
@@ -61,6 +62,7 @@ def build_trainable(spec: ExperimentSpec, trial_fn=None):
         report_every=spec.report_every,
         gpus=spec.gpus_per_trial,
         cpus=spec.cpus_per_trial,
+        mutable=tuple(d.name for d in spec.mutations),
     )
     return tune.with_resources(trainable, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
@@ -71,10 +73,13 @@ def tune_trial_dirname(trial) -> str:
 
 
 def make_scheduler(spec: ExperimentSpec):
-    """FIFO, or ASHA counting evaluations: the trial's own `evaluation` counter, not Tune's
-    reports, which differ when report_every > 1 and restart when a trial resumes in a new attempt."""
+    """FIFO; ASHA; or population-based training (pbt.py), reproducible. Each counts evaluations:
+    the trial's own `evaluation` counter, not Tune's reports, which differ when
+    report_every > 1 and restart when a trial resumes in a new attempt."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    if spec.scheduler == "pbt":
+        return make_pbt(spec)
     if spec.scheduler != "asha":
         return FIFOScheduler()
     evaluations = math.ceil(spec.train.updates / spec.train.eval_every)

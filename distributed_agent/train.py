@@ -17,6 +17,7 @@ from . import checkpoint
 from .config import ConfigError, TrainConfig
 from .evaluation import FINAL_TAG, evaluate, explain
 from .runtime import torch_threads
+from .schedule import apply_due
 from .state import Evaluation, TrainState, new_population, new_run
 from .update import train_step
 
@@ -90,6 +91,8 @@ def run_updates(
 
 def step(members: list[TrainState]) -> None:
     """One update of every member, config.members_per_step members per batched step."""
+    for run in members:
+        apply_due(run)
     for chunk in _chunks(members, members[0].config.members_per_step):
         train_step(chunk)
 

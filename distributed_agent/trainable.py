@@ -8,6 +8,7 @@ checkpoint changes them. Runs inside a Ray worker.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import replace
@@ -17,8 +18,9 @@ from . import checkpoint
 from .config import TrainConfig
 from .evaluation import evaluation_metrics
 from .experiment import STATE_FILE
-from .metrics import OBJECTIVES, SOLVED, SOLVED_SHARE, SUCCESS_MIN
+from .metrics import HYPERPARAMETER_PREFIX, OBJECTIVES, SCHEDULE_KEY, SOLVED, SOLVED_SHARE, SUCCESS_MIN
 from .runtime import apply_process_settings
+from .schedule import change_hyperparameters
 from .state import Evaluation, TrainState, new_population
 from .train import final_evaluation, finished, run_updates
 
@@ -54,11 +56,23 @@ def population_trial(config: dict) -> bool:
     return "seed" not in params and "__trial_index__" not in config
 
 
-def load_trial_state(members: list[TrainState], saved) -> None:
-    """Load a Tune checkpoint into a trial's population; refuse one made for another configuration."""
+def load_trial_state(members: list[TrainState], saved, mutable: tuple[str, ...] = ()) -> None:
+    """Load a Tune checkpoint into a trial's population; refuse one made for another configuration
+    (the `mutable` fields aside: population-based training exploits a donor with other values)."""
     with saved.as_directory() as directory:
         state = checkpoint.read(Path(directory) / STATE_FILE)
-    checkpoint.restore(members, state, str(saved.path))
+    checkpoint.restore(members, state, str(saved.path), mutable)
+
+
+def follow_mutations(run: TrainState, config: TrainConfig, mutable: tuple[str, ...]) -> None:
+    """Log (and apply) the trial's values of the mutated fields where they differ from the ones in
+    effect: at the start, and after an exploit, whose donor's log the run has just taken over."""
+    in_effect = {}
+    for change in run.changes:
+        in_effect.update(change)
+    values = {name: getattr(config, name) for name in mutable}
+    if any(in_effect.get(name) != value for name, value in values.items()):
+        change_hyperparameters(run, values)
 
 
 def member_metrics(run: TrainState, evaluation: Evaluation, final: bool) -> dict:
@@ -83,7 +97,14 @@ def population_metrics(members: list[dict]) -> dict:
 
 
 def run_trial(
-    config: dict, base: dict, seeds: tuple, checkpoint_every: int, gpus: float, cpus: float, report_every: int = 1
+    config: dict,
+    base: dict,
+    seeds: tuple,
+    checkpoint_every: int,
+    gpus: float,
+    cpus: float,
+    report_every: int = 1,
+    mutable: tuple[str, ...] = (),
 ):
     """Train one trial: one seed, or a population. `report_every` and `checkpoint_every` count
     evaluations; each report carries `evaluation`, the count of evaluation rounds so far, the time
@@ -100,7 +121,9 @@ def run_trial(
     if saved is None and resume_from:  # an earlier attempt's checkpoint, handed by --resume
         saved = tune.Checkpoint(resume_from)
     if saved is not None:
-        load_trial_state(members, saved)
+        load_trial_state(members, saved, mutable)
+    for run in members:
+        follow_mutations(run, train_config, mutable)
     node_id = ray.get_runtime_context().get_node_id()
     reported_final = False
 
@@ -129,6 +152,11 @@ def run_trial(
         }
         if population:  # keyed by seed: Tune logs each member's metrics as scalars (members/seed3/...)
             metrics["members"] = {f"seed{m['seed']}": m for m in per_member}
+        if final and mutable:  # no perturbation at the end: PBT skips a result without its time
+            del metrics["evaluation"]
+        if mutable:  # the values in effect, and the whole history (a donor's before an exploit)
+            metrics.update({f"{HYPERPARAMETER_PREFIX}{name}": getattr(members[0].config, name) for name in mutable})
+            metrics[SCHEDULE_KEY] = json.dumps(members[0].changes)
         if final or rounds % checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as directory:
                 checkpoint.save(members, Path(directory) / STATE_FILE)

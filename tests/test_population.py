@@ -14,7 +14,7 @@ from distributed_agent.config import ConfigError, TrainConfig
 from distributed_agent.runtime import apply_process_settings
 from distributed_agent.spec import load_spec
 from distributed_agent.state import new_population
-from distributed_agent.train import run_updates, train, train_population
+from distributed_agent.train import results, run_updates, train, train_population
 from distributed_agent.trainable import population_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +121,21 @@ def test_a_trial_is_judged_by_the_mean_over_its_members_and_the_share_solved():
     assert aggregate["success/min"] == 0.5 and aggregate["reward/stage1"] == 0.25
     assert aggregate["solved_share"] == 1 / 3
     assert aggregate["episodes"] == 600 and aggregate["update"] == 30  # compute spent; the furthest member
+
+
+def test_a_schedule_changes_hyperparameters_at_its_updates_and_survives_a_checkpoint(tmp_path):
+    config = CONFIGS["memory_without_shaping"]().replace(
+        schedule=[{"update": 0, "lr": 1e-3}, {"update": 20, "lr": 3e-3, "novelty_bonus": 0.5, "self_imitation": 0.2}]
+    )
+    straight = train_population(config, SEEDS[:2])
+    members = new_population(config, SEEDS[:2])
+    run_updates(members, until=20)
+    assert members[0].optimizer.param_groups[0]["lr"] == 1e-3
+    checkpoint.save(members, tmp_path / "half.pt")
+    resumed = checkpoint.load(tmp_path / "half.pt")
+    run_updates(resumed)
+    assert resumed[0].config.lr == 3e-3 and resumed[0].optimizer.param_groups[0]["lr"] == 3e-3
+    assert resumed[0].changes == config.schedule  # the run's log of changes is the schedule it followed
+    assert [fingerprint(r) for r in results(resumed)] == [fingerprint(r) for r in straight]
+    unscheduled = train(config.replace(schedule=[], seed=SEEDS[0]))
+    assert fingerprint(unscheduled) != fingerprint(straight[0])

@@ -56,6 +56,13 @@ def test_yaml_numbers_written_like_3e_3_are_numbers(tmp_path):
     assert spec.train.lr == 0.003 and spec.search[0].values == (0.001, 0.003)
 
 
+PBT = {
+    "scheduler": "pbt",
+    "seeds": 2,
+    "seeds_per_trial": "all",
+    "checkpoint_every": 2,
+    "mutations": {"lr": {"loguniform": [0.0001, 0.01]}},
+}
 BAD_SPECS = [
     ({"colour": "blue"}, "colour: unknown spec field"),
     ({"train": {"lr": -1}}, "lr: must be > 0"),
@@ -82,6 +89,22 @@ BAD_SPECS = [
         {"seeds": 4, "seeds_per_trial": 2, "search_alg": "optuna", "search": {"lr": {"uniform": [0.001, 0.01]}}},
         "seeds_per_trial: with search_alg optuna, 1 (each seed a trial) or all (4",
     ),
+    ({**PBT, "mutations": {"hidden_size": {"uniform": [8, 16]}}}, "mutations.hidden_size: not a schedulable number"),
+    ({**PBT, "mutations": {"colour": {"uniform": [1, 2]}}}, "mutations.colour: not a schedulable number field"),
+    ({**PBT, "mutations": {"lr": {"uniform": [0, 0.1]}}}, "mutations.lr.uniform: must be [low, high] with 0 < low"),
+    ({**PBT, "mutations": {"lr": {"grid": [0.1]}}}, "mutations.lr: must be {uniform: [low, high]}"),
+    ({**PBT, "mutations": {"explore_epsilon": {"uniform": [0.1, 2]}}}, "mutations.explore_epsilon: explore_epsilon:"),
+    ({**PBT, "search_alg": "optuna"}, "search_alg: scheduler pbt chooses configurations itself; use random"),
+    ({**PBT, "pbt": {"perturbation_interval": 0}}, "pbt.perturbation_interval: must be an integer >= 1 (got 0)"),
+    ({**PBT, "pbt": {"perturbation_interval": 3}}, "pbt.perturbation_interval: must be a multiple of checkpoint_every"),
+    ({**PBT, "pbt": {"quantile_fraction": 0.9}}, "pbt.quantile_fraction: must be a number in [0, 0.5]"),
+    ({**PBT, "pbt": {"elite": 1}}, "pbt: must be a mapping with any of perturbation_interval"),
+    ({**PBT, "seeds_per_trial": 1}, "seeds_per_trial: scheduler pbt needs all (2)"),
+    ({**PBT, "mutations": {}}, "mutations: scheduler pbt needs at least one field to mutate"),
+    ({"mutations": {"lr": {"uniform": [0.001, 0.01]}}}, "mutations: only with scheduler pbt"),
+    ({**PBT, "search": {"lr": {"grid": [0.001]}}}, "mutations.lr: also in search"),
+    ({"train": {"schedule": [{"update": 0, "hidden_size": 8}]}}, "schedule[0].hidden_size: not schedulable"),
+    ({"train": {"schedule": [{"update": 99, "lr": 0.1}]}}, "schedule[0].update: must be an integer in 0..59"),
 ]
 
 

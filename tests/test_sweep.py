@@ -13,8 +13,8 @@ import pytest
 import ray.cloudpickle
 import yaml
 
-from distributed_agent.config import ConfigError
-from distributed_agent.report import build_report
+from distributed_agent.config import ConfigError, TrainConfig
+from distributed_agent.report import build_report, write_report
 from distributed_agent.spec import parse_spec
 from distributed_agent.sweep import run_sweep
 from distributed_agent.train import train
@@ -422,3 +422,38 @@ def test_asha_grace_period_counts_evaluations_even_when_reports_are_sparser():
 
     assert scheduler.on_trial_result(None, strong, first_report(1.0)) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, weak, first_report(0.0)) == TrialScheduler.STOP
+
+
+def test_pbt_on_configurations_is_reproducible_and_an_exploit_takes_the_donors_population(tmp_path):
+    spec = parse_spec(
+        {
+            "name": "pbt",
+            "train": {**TINY_TRAIN, "updates": 40},
+            "seeds": [0, 1],
+            "seeds_per_trial": "all",
+            "samples": 4,
+            "scheduler": "pbt",
+            "checkpoint_every": 2,
+            "mutations": {"lr": {"loguniform": [1e-4, 1e-2]}, "entropy_coef": {"uniform": [0.001, 0.1]}},
+            "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.5, "seed": 3},
+        }
+    )
+    runs = [results_by_trial(run_sweep(spec, storage=str(tmp_path / name), verbose=0)) for name in ("a", "b")]
+    finals = [{key: (lines[-1]["schedule"], lines[-1]["success/min"]) for key, lines in run.items()} for run in runs]
+    assert finals[0] == finals[1] and len(finals[0]) == 4  # the same decisions and numbers, run again
+    first_reports = {key: lines[0] for key, lines in runs[0].items()}
+    schedules = {key: json.loads(schedule) for key, (schedule, _) in finals[0].items()}
+    assert any(len(schedule) > 1 for schedule in schedules.values())  # hyperparameters changed in training
+    # An exploited trial continues its donor's population: it inherits the donor's history, which
+    # begins with the donor's initial values, not its own.
+    assert any(schedules[key][0]["lr"] != first_reports[key]["hp/lr"] for key in schedules)
+    for schedule in schedules.values():
+        for entry in schedule:  # explored values stay within the mutations' bounds
+            assert 1e-4 <= entry["lr"] <= 1e-2 and 0.001 <= entry["entropy_coef"] <= 0.1
+        TrainConfig(**{**TINY_TRAIN, "updates": 40, "schedule": schedule})  # replayable as a schedule
+    report = build_report(Path(tmp_path / "a" / "pbt"))
+    assert len(report.trials) == 8 and (report.trials["status"] == "terminated").all()
+    write_report(report, tmp_path / "report")  # the best trial's schedule, ready to replay
+    best = yaml.safe_load((tmp_path / "report" / "best_schedule.yaml").read_text())["schedule"]
+    assert best == schedules["trial_" + report.summary.iloc[0]["pbt_trial"]]
+    assert TrainConfig(**{**TINY_TRAIN, "updates": 40, "schedule": best}).schedule == best

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from ..metrics import STAGES, SUCCESS_MIN
-from .plots import learning_curves_plot, sensitivity_plot
+from .plots import learning_curves_plot, schedule_plot, sensitivity_plot
 from .reading import Report
 from .tables import caption_for, display_table, format_config, mean_ci, to_latex, to_markdown
 
@@ -33,7 +34,36 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     sensitivity = out_dir / "sensitivity.png"
     if sensitivity_plot(report, sensitivity):
         written.append(sensitivity)
+    if not report.schedules.empty:  # pbt
+        written += write_schedules(report, out_dir)
     return written
+
+
+def write_schedules(report: Report, out_dir: Path) -> list[Path]:
+    """Each pbt trial's hyperparameter schedule (a table and a plot), and the best trial's as the
+    `schedule:` that replays it on fresh seeds."""
+    table, plot, best_file = out_dir / "schedules.csv", out_dir / "schedules.png", out_dir / "best_schedule.yaml"
+    report.schedules.to_csv(table, index=False)
+    schedule_plot(report.schedules, plot)
+    best = report.summary.iloc[0]["pbt_trial"]
+    entries = report.schedules[report.schedules["pbt_trial"] == best].drop(columns="pbt_trial")
+    schedule = [{k: v for k, v in entry.items() if pd.notna(v)} for entry in entries.to_dict("records")]
+    best_file.write_text(
+        f"# The schedule of {report.name}'s best trial ({best}), its donors' history included. Replay it\n"
+        "# on fresh seeds as train: {schedule: ...} in a spec (with the same train fields).\n"
+        + yaml.safe_dump({"schedule": [{k: _plain(v) for k, v in e.items()} for e in schedule]}, sort_keys=False)
+    )
+    with open(out_dir / "summary.md", "a") as summary:
+        summary.write(
+            f"\n\nHyperparameter schedules (pbt): `schedules.csv`, `schedules.png`; the best trial's ({best}), "
+            "to replay on fresh seeds, in `best_schedule.yaml`:\n\n" + to_markdown(entries.reset_index(drop=True))
+        )
+    return [table, plot, best_file]
+
+
+def _plain(value):
+    """A Python number for YAML (pandas may hand numpy scalars)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def print_summary(report: Report) -> None:

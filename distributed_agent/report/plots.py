@@ -115,3 +115,20 @@ def comparison_plot(labels: list[str], selected: list[pd.Series], path: Path) ->
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def schedule_plot(schedules: pd.DataFrame, path: Path) -> None:
+    """pbt: each mutated field's value against updates, one step line per trial."""
+    fields = [c for c in schedules.columns if c not in ("pbt_trial", "update")]
+    fig, axes = plt.subplots(1, len(fields), figsize=(5 * len(fields), 4), squeeze=False)
+    for axis, name in zip(axes[0], fields):
+        for trial, rows in schedules.groupby("pbt_trial"):
+            rows = rows.dropna(subset=[name])
+            axis.step(rows["update"], rows[name], where="post", label=str(trial), marker="o", markersize=3)
+        axis.set_xlabel("update")
+        axis.set_ylabel(name)
+        axis.set_yscale("log" if (schedules[name].dropna() > 0).all() else "linear")
+    axes[0][0].legend(fontsize=7, title="trial")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

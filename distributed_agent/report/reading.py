@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..config import ConfigError
 from ..experiment import hyperparameters, planned_trials, scan_trials
-from ..metrics import REWARD, SOLVED, SUCCESS, SUCCESS_MIN
+from ..metrics import REWARD, SCHEDULE_KEY, SOLVED, SUCCESS, SUCCESS_MIN
 from ..safe_yaml import load_yaml
 from ..spec import parse_spec
 from ..storage import open_storage
@@ -40,6 +40,7 @@ class Report:
     hyperparameters: list[str]
     seeds_asked: int | None
     warnings: list[str] = field(default_factory=list)
+    schedules: pd.DataFrame = field(default_factory=pd.DataFrame)  # pbt: each trial's, one row per change
 
 
 def build_report(run_dir: str | Path) -> Report:
@@ -58,7 +59,7 @@ def build_report(run_dir: str | Path) -> Report:
     keyed = any("trial" in (r.params or {}) for r in records.values())  # written by this version
     legacy_statuses = {} if keyed else read_statuses(run_dir, problems)
     seeds_asked = _seeds_asked(spec)
-    rows, curve_rows, hyper = [], [], []
+    rows, curve_rows, hyper, schedule_rows = [], [], [], []
     for key, record in sorted(records.items()):
         for attempt in record.attempts:
             problems.extend(attempt.problems)
@@ -73,6 +74,12 @@ def build_report(run_dir: str | Path) -> Report:
             if name not in ("seed", "seeds") and name not in hyper:
                 hyper.append(name)
         swept = {k: v for k, v in params.items() if k not in ("seed", "seeds")}
+        schedule = _schedule(last)
+        if schedule is not None:  # pbt: a trial is its own configuration, shown with its final values
+            swept = {"pbt_trial": key, **swept, **{k: v for k, v in schedule_values(schedule).items() if k in swept}}
+            if "pbt_trial" not in hyper:
+                hyper.insert(0, "pbt_trial")
+            schedule_rows += [{"pbt_trial": key, **entry} for entry in schedule]
         trial_dir = run_dir / record.attempts[-1].dirname
         if (record.outcome or {}).get("status") == "terminated" and not record.finished:
             status = "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
@@ -133,7 +140,9 @@ def build_report(run_dir: str | Path) -> Report:
             )
     summary = summarize(trials, hyper, seeds_asked)
     name = (spec or {}).get("name", run_dir.name)
-    return Report(name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems)
+    return Report(
+        name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems, pd.DataFrame(schedule_rows)
+    )
 
 
 def load_report(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -159,6 +168,26 @@ def member_reports(reports: list[dict], params: dict, last: dict) -> dict[int, l
                 "time_total_s": report.get("time_total_s")
             }
     return {seed: list(by_update.values()) for seed, by_update in by_seed.items()}
+
+
+def _schedule(report: dict) -> list[dict] | None:
+    """A pbt trial's hyperparameter changes (its donors' before an exploit), from its last report."""
+    text = report.get(SCHEDULE_KEY)
+    if not isinstance(text, str):
+        return None
+    try:
+        schedule = json.loads(text)
+    except ValueError:
+        return None
+    return schedule if isinstance(schedule, list) and all(isinstance(e, dict) for e in schedule) else None
+
+
+def schedule_values(schedule: list[dict]) -> dict:
+    """The values in effect at the end of a schedule."""
+    values = {}
+    for entry in schedule:
+        values.update({k: v for k, v in entry.items() if k != "update"})
+    return values
 
 
 def trial_params(config: dict) -> dict:
