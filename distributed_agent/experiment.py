@@ -230,12 +230,20 @@ def remaining_trials(
             todo.append(planned)
             continue
         recorded = hyperparameters(record.params)
-        if recorded is not None and recorded != planned["hp"]:
+        # pbt changes a trial's mutated fields as it goes (Tune records the newest): the trial
+        # continues with those, from its newest checkpoint, which holds the same.
+        mutated = {d.name for d in spec.mutations}
+
+        def fixed(hp: dict) -> dict:
+            return {k: v for k, v in hp.items() if k not in mutated}
+
+        if recorded is not None and fixed(recorded) != fixed(planned["hp"]):
             raise ConfigError(
                 f"--resume: {record.attempts[0].dirname} was run with {recorded}, but the spec "
                 f"plans {planned['hp']} for it; the folder does not belong to this spec"
             )
-        todo.append(_continuation(storage, spec.name, record, planned["hp"], restart_errored))
+        hp = {**planned["hp"], **{k: v for k, v in (recorded or {}).items() if k in mutated}}
+        todo.append(_continuation(storage, spec.name, record, hp, restart_errored))
     return [t for t in todo if t is not None], 0
 
 

@@ -72,12 +72,16 @@ def tune_trial_dirname(trial) -> str:
     return trial_dirname(planned["key"], planned["attempt"]) if planned else trial_dirname(trial.trial_id, 0)
 
 
-def make_scheduler(spec: ExperimentSpec):
+def make_scheduler(spec: ExperimentSpec, resumed: bool = False):
     """FIFO; ASHA; or population-based training (pbt.py), reproducible. Each counts evaluations:
     the trial's own `evaluation` counter, not Tune's reports, which differ when
     report_every > 1 and restart when a trial resumes in a new attempt."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    if spec.scheduler == "pbt" and resumed:
+        # PBT's state (its perturbation times and lineages) lives in Tune's experiment state, which
+        # is never read back: the unfinished trials finish with the values they had, unexploited.
+        return FIFOScheduler()
     if spec.scheduler == "pbt":
         return make_pbt(spec)
     if spec.scheduler != "asha":
@@ -99,13 +103,14 @@ def build_tuner(
     optuna_samples: int = 0,
     trial_fn=None,
     verbose: int = 1,
+    resumed: bool = False,
 ):
     """A Tuner over the planned `trials` (grid/random, or what --resume continues), or over
     `optuna_samples` new configurations drawn by Optuna (each run on every seed: all in one trial
     with seeds_per_trial all, else one trial per seed through a Repeater)."""
     from ray import tune
 
-    scheduler = make_scheduler(spec)
+    scheduler = make_scheduler(spec, resumed)
     if trials is None:
         from ray.tune.search import Repeater
 
@@ -234,7 +239,10 @@ def run_sweep(
 
         def fit(planned: list[dict] | None, optuna_samples: int = 0):
             bookkeeping = bookkeeping_class()(store, spec.name)
-            build_tuner(spec, store, bookkeeping, planned, optuna_samples, trial_fn=trial_fn, verbose=verbose).fit()
+            tuner = build_tuner(
+                spec, store, bookkeeping, planned, optuna_samples, trial_fn=trial_fn, verbose=verbose, resumed=resume
+            )
+            tuner.fit()
             if bookkeeping.storage_full:
                 raise StorageFull(bookkeeping.storage_full)
             return bookkeeping

@@ -265,6 +265,36 @@ def test_resume_rebuilds_from_the_spec_and_trial_folders_whatever_tunes_state_ho
         assert len(list(folder.glob("checkpoint_*"))) <= 3  # bounded (2 kept, +1 while the next lands)
 
 
+def test_a_pbt_experiment_resumes_its_errored_trial_with_the_hyperparameters_it_had(tmp_path):
+    spec = parse_spec(
+        {
+            "name": "pbt_resume",
+            "train": {**TINY_TRAIN, "updates": 40},
+            "seeds": [0, 1],
+            "seeds_per_trial": "all",
+            "samples": 3,
+            "scheduler": "pbt",
+            "checkpoint_every": 1,
+            "max_failures": 0,
+            "mutations": {"lr": {"loguniform": [1e-4, 1e-2]}},
+            "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.34, "seed": 1},
+        }
+    )
+    failed = tmp_path / "failed"
+    path = Path(
+        run_sweep(spec, storage=str(tmp_path / "runs"), trial_fn=make_failing_trial(str(failed), 0, 33), verbose=0)
+    )
+    statuses = build_report(path).trials.groupby("pbt_trial")["status"].first()
+    assert (statuses == "errored").sum() >= 1  # every trial holds seed 0; the first to reach update 33 failed
+    errored = statuses[statuses == "errored"].index[0]
+    recorded = json.loads((path / f"trial_{errored}" / "params.json").read_text())["trial"]["hp"]["lr"]
+    run_sweep(spec, storage=str(tmp_path / "runs"), resume=True, verbose=0)
+    trials = build_report(path).trials
+    assert (trials["status"] == "terminated").all() and len(trials) == 6
+    lines = results_by_trial(path)[f"trial_{errored}"]
+    assert lines[-1]["final"] == 1 and lines[-1]["hp/lr"] == recorded  # continued with its own lr of the moment
+
+
 def test_resume_refuses_a_changed_spec_for_any_storage_and_a_damaged_saved_spec(tmp_path):
     spec = {"name": "uri", "train": {**TINY_TRAIN, "updates": 10}, "seeds": 1}
     storage = f"file://{tmp_path}/runs"
