@@ -217,6 +217,7 @@ def remaining_trials(
             ]
         return [t for t in todo if t is not None], max(0, spec.samples - len(configs))
     plan = planned_trials(spec)
+    mutated = {d.name for d in spec.mutations}
     strangers = sorted(set(records) - {planned["key"] for planned in plan})
     if strangers:
         raise ConfigError(
@@ -232,12 +233,7 @@ def remaining_trials(
         recorded = hyperparameters(record.params)
         # pbt changes a trial's mutated fields as it goes (Tune records the newest): the trial
         # continues with those, from its newest checkpoint, which holds the same.
-        mutated = {d.name for d in spec.mutations}
-
-        def fixed(hp: dict) -> dict:
-            return {k: v for k, v in hp.items() if k not in mutated}
-
-        if recorded is not None and fixed(recorded) != fixed(planned["hp"]):
+        if recorded is not None and _fixed(recorded, mutated) != _fixed(planned["hp"], mutated):
             raise ConfigError(
                 f"--resume: {record.attempts[0].dirname} was run with {recorded}, but the spec "
                 f"plans {planned['hp']} for it; the folder does not belong to this spec"
@@ -253,6 +249,10 @@ def trials_left(spec: ExperimentSpec, storage: Storage) -> int:
     finished = sum(record.finished for record in records.values())
     planned = spec.samples * spec.trials_per_config if spec.search_alg == "optuna" else len(spec.variants())
     return max(0, planned - finished)
+
+
+def _fixed(hp: dict, mutated: set[str]) -> dict:
+    return {k: v for k, v in hp.items() if k not in mutated}
 
 
 def _continuation(storage: Storage, name: str, record: TrialRecord, hp: dict, restart_errored: bool) -> dict | None:
