@@ -265,6 +265,7 @@ def test_resume_rebuilds_from_the_spec_and_trial_folders_whatever_tunes_state_ho
         assert len(list(folder.glob("checkpoint_*"))) <= 3  # bounded (2 kept, +1 while the next lands)
 
 
+@pytest.mark.slow  # a pbt sweep and its resume (~35 s); the default run keeps pbt's reproducibility test
 def test_a_pbt_experiment_resumes_its_errored_trial_with_the_hyperparameters_it_had(tmp_path):
     spec = parse_spec(
         {
