@@ -10,9 +10,9 @@
     seeds_per_trial: 1    # seeds trained as one population in a trial: 1, N (groups of N), or all
     samples: 1            # draws of the random dimensions (grid dimensions are crossed with them)
     search_alg: random    # or optuna (pip install 'distributed_agent[optuna]')
-    scheduler: fifo       # or asha (stops weak trials early) or pbt (population-based training)
+    scheduler: fifo       # or asha (stops weak trials early); pbt or pb2 (population-based training)
     asha: {grace_period: 2, reduction_factor: 2}   # grace period in evaluations, like every unit below
-    mutations:            # pbt: schedulable TrainConfig fields the search changes during training
+    mutations:            # pbt/pb2: schedulable TrainConfig fields the search changes during training
       lr: {loguniform: [1.0e-4, 1.0e-2]}             #   uniform / loguniform: [low, high], low > 0
     pbt: {perturbation_interval: 4, quantile_fraction: 0.25, resample_probability: 0.25, seed: 0}
     resources: {cpu: 1, gpu: 0}
@@ -48,8 +48,8 @@ from .safe_yaml import load_yaml
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "optuna")
-SCHEDULERS = ("fifo", "asha", "pbt")
-POPULATION_BASED = ("pbt",)
+SCHEDULERS = ("fifo", "asha", "pbt", "pb2")
+POPULATION_BASED = ("pbt", "pb2")
 PBT_OPTIONS = ("perturbation_interval", "quantile_fraction", "resample_probability", "seed")
 MODES = ("max", "min")
 TOP_LEVEL = (
@@ -104,7 +104,7 @@ class ExperimentSpec:
     scheduler: str = "fifo"
     asha_grace_period: int = 2  # in evaluations
     asha_reduction_factor: int = 2
-    mutations: tuple[Dimension, ...] = ()  # pbt: what it may change, and the initial draw
+    mutations: tuple[Dimension, ...] = ()  # pbt/pb2: what they may change (bounds), and the initial draw
     pbt_interval: int = 4  # in evaluations
     pbt_quantile: float = 0.25
     pbt_resample: float = 0.25
@@ -234,7 +234,7 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
                 f"an exploited trial copies its donor's state of the moment (got {pbt_interval})"
             )
     elif mutations or pbt:
-        raise ConfigError(f"{'mutations' if mutations else 'pbt'}: only with scheduler pbt")
+        raise ConfigError(f"{'mutations' if mutations else 'pbt'}: only with scheduler pbt or pb2")
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError("description: must be a string")

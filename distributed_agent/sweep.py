@@ -25,8 +25,8 @@ from .experiment import (
 )
 from .local_ray import ray_session
 from .lock import ExperimentLock
-from .pbt import make_pbt
-from .spec import ExperimentSpec
+from .pbt import make_pb2, make_pbt
+from .spec import POPULATION_BASED, ExperimentSpec
 from .storage import Storage, StorageFull, is_storage_full, open_storage
 from .trainable import run_trial
 
@@ -78,12 +78,18 @@ def make_scheduler(spec: ExperimentSpec, resumed: bool = False):
     report_every > 1 and restart when a trial resumes in a new attempt."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if spec.scheduler == "pbt" and resumed:
+    if spec.scheduler in POPULATION_BASED and resumed:
         # PBT's state (its perturbation times and lineages) lives in Tune's experiment state, which
         # is never read back: the unfinished trials finish with the values they had, unexploited.
         return FIFOScheduler()
     if spec.scheduler == "pbt":
         return make_pbt(spec)
+    if spec.scheduler == "pb2":
+        try:
+            import sklearn  # noqa: F401  (PB2's Gaussian process)
+        except ImportError:
+            raise ConfigError("scheduler: pb2 needs the optional extra: pip install 'distributed_agent[pb2]'") from None
+        return make_pb2(spec)
     if spec.scheduler != "asha":
         return FIFOScheduler()
     evaluations = math.ceil(spec.train.updates / spec.train.eval_every)

@@ -101,7 +101,7 @@ BAD_SPECS = [
     ({**PBT, "pbt": {"elite": 1}}, "pbt: must be a mapping with any of perturbation_interval"),
     ({**PBT, "seeds_per_trial": 1}, "seeds_per_trial: scheduler pbt needs all (2)"),
     ({**PBT, "mutations": {}}, "mutations: scheduler pbt needs at least one field to mutate"),
-    ({"mutations": {"lr": {"uniform": [0.001, 0.01]}}}, "mutations: only with scheduler pbt"),
+    ({"mutations": {"lr": {"uniform": [0.001, 0.01]}}}, "mutations: only with scheduler pbt or pb2"),
     ({**PBT, "search": {"lr": {"grid": [0.001]}}}, "mutations.lr: also in search"),
     ({"train": {"schedule": [{"update": 0, "hidden_size": 8}]}}, "schedule[0].hidden_size: not schedulable"),
     ({"train": {"schedule": [{"update": 99, "lr": 0.1}]}}, "schedule[0].update: must be an integer in 0..59"),

@@ -424,7 +424,8 @@ def test_asha_grace_period_counts_evaluations_even_when_reports_are_sparser():
     assert scheduler.on_trial_result(None, weak, first_report(0.0)) == TrialScheduler.STOP
 
 
-def test_pbt_on_configurations_is_reproducible_and_an_exploit_takes_the_donors_population(tmp_path):
+@pytest.mark.parametrize("scheduler", ["pbt", pytest.param("pb2", marks=pytest.mark.slow)])
+def test_pbt_on_configurations_is_reproducible_and_an_exploit_takes_the_donors_population(tmp_path, scheduler):
     spec = parse_spec(
         {
             "name": "pbt",
@@ -432,7 +433,7 @@ def test_pbt_on_configurations_is_reproducible_and_an_exploit_takes_the_donors_p
             "seeds": [0, 1],
             "seeds_per_trial": "all",
             "samples": 4,
-            "scheduler": "pbt",
+            "scheduler": scheduler,
             "checkpoint_every": 2,
             "mutations": {"lr": {"loguniform": [1e-4, 1e-2]}, "entropy_coef": {"uniform": [0.001, 0.1]}},
             "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.5, "seed": 3},
