@@ -10,6 +10,7 @@ threads used. Rounds alternate between the two sides so that machine noise hits 
 
     python benchmarks/population.py                        # K 1 4 16 64, batch 192 256, hidden 64 96
     python benchmarks/population.py --device cuda --members 64 1024 --batches 192 --hiddens 96
+    python benchmarks/population.py --members 1 8 16 --batches 192 --hiddens 96 --phases
     python benchmarks/population.py --members 1 2 --batches 8 --hiddens 8 --updates 2 --rounds 1  # smoke
 """
 
@@ -24,9 +25,11 @@ import torch
 from tutorial_reference import ReferenceUpdate
 
 from distributed_agent.config import TrainConfig
+from distributed_agent.model import StackedWeights, population_forward
 from distributed_agent.runtime import apply_process_settings
 from distributed_agent.state import new_population
 from distributed_agent.train import step
+from distributed_agent.update import train_step
 
 
 def episodes_per_second(step, episodes_per_step: int, steps: int, synchronize=lambda: None) -> float:
@@ -39,6 +42,32 @@ def episodes_per_second(step, episodes_per_step: int, steps: int, synchronize=la
     return episodes_per_step * steps / (time.perf_counter() - started)
 
 
+def phases(population: list, updates: int) -> tuple[float, float, float]:
+    """ms per member: the whole update, the fused rollout forward, and its forward and backward
+    (on one fixed batch), the rest being sampling, scoring, loss, clipping and Adam."""
+    env, batch, members = population[0].env, population[0].config.batch_size, len(population)
+    stages = torch.zeros(members, batch, dtype=torch.long)
+    contexts = [env.sample(batch, stages[k], run.generator)[1] for k, run in enumerate(population)]
+    noise = torch.stack([run.model.gumbel_noise(env.max_len, batch, run.generator) for run in population])
+
+    def forward():
+        weights = StackedWeights.of([run.model for run in population])
+        return population_forward(weights, contexts, stages, env.max_len, noise=noise)
+
+    def forward_backward():
+        rollout = forward()
+        (rollout.logits.logsumexp(-1).sum() + rollout.values.sum()).backward()
+
+    timings = []
+    for work in (functools.partial(train_step, population), forward, forward_backward):
+        work()
+        started = time.perf_counter()
+        for _ in range(updates):
+            work()
+        timings.append(1000 * (time.perf_counter() - started) / updates / members)
+    return tuple(timings)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -48,6 +77,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="device of the project's side (the reference is CPU)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--phases", action="store_true", help="also print where a member's update time goes")
     parser.add_argument(
         "--members-per-step", default="8", help="TrainConfig.members_per_step: a count, or 'all' (one batched step)"
     )
@@ -87,6 +117,13 @@ def main():
                     f"{batch:>6} {hidden:>6} {members:>5} {ref:>10,.0f} {rate:>11,.0f} "
                     f"{rate / ref:>6.2f}x {milliseconds:>10.1f}"
                 )
+                if args.phases:  # one batched step of all K members (train_step), ms per member
+                    whole, forward, forward_backward = phases(population, args.updates)
+                    print(
+                        f"{'':>20} per member, one step of K: update {whole:.2f} ms = rollout forward "
+                        f"{forward:.2f} + its backward {forward_backward - forward:.2f} + the rest "
+                        f"{whole - forward_backward:.2f}"
+                    )
 
 
 if __name__ == "__main__":
