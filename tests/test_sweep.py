@@ -213,7 +213,7 @@ def test_trials_spread_over_the_nodes_of_a_multi_node_cluster(tmp_path):
 def make_gpu_probe(seconds: float):
     """A trainable that records what a trial is given: its device and GPU ids, and when it ran."""
 
-    def gpu_probe(config, base, seeds, checkpoint_every, gpus, cpus, report_every=1):
+    def gpu_probe(config, base, seeds, checkpoint_every, gpus, cpus, report_every=1, mutable=()):
         import ray
         from ray import tune
 
