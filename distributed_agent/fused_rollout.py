@@ -96,9 +96,7 @@ def population_rollout(
     logits_bias = weights.b_pi
     if action_mask is not None:
         logits_bias = logits_bias.masked_fill(~action_mask.repeat(weights.head_blocks), float("-inf"))
-    head_columns = None
-    if weights.head_blocks > 1:
-        head_columns = stage.unsqueeze(-1) * vocab + torch.arange(vocab, device=stage.device)
+    columns = head_columns(stage, vocab, weights.head_blocks)
     actions, logits, hiddens = FusedRollout.apply(
         input_table,
         hidden,
@@ -108,7 +106,7 @@ def population_rollout(
         logits_bias,
         None if noise is None else noise.transpose(0, 1),
         steps,
-        head_columns,
+        columns,
         None if forced is None else forced.permute(2, 0, 1).contiguous(),
     )
     # The value head per member, on its batch-major view [B, T, d]: a batched product with one
@@ -118,6 +116,13 @@ def population_rollout(
         [F.linear(hiddens[:, k].transpose(0, 1), weights.w_v[k], weights.b_v[k]) for k in range(members)]
     )
     return actions, logits, values.squeeze(-1)
+
+
+def head_columns(stage: torch.Tensor, vocab: int, head_blocks: int) -> torch.Tensor | None:
+    """LongTensor[..., V]: the policy outputs of each episode's stage (None: one shared head)."""
+    if head_blocks == 1:
+        return None
+    return stage.unsqueeze(-1) * vocab + torch.arange(vocab, device=stage.device)
 
 
 def initial_state(weights: StackedWeights, contexts: list[torch.Tensor], stage: torch.Tensor) -> torch.Tensor:

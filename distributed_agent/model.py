@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .env import CTX, EOS, NUM_STAGES, VOCAB_SIZE
-from .fused_rollout import StackedWeights, population_rollout
+from .fused_rollout import StackedWeights, head_columns, population_rollout
 
 
 @dataclass
@@ -134,9 +134,7 @@ class ActorCritic(nn.Module):
 
     def head_columns(self, stage: torch.Tensor) -> torch.Tensor | None:
         """LongTensor[B, V]: the policy outputs of each episode's stage (None: one shared head)."""
-        if self.head_blocks == 1:
-            return None
-        return stage.unsqueeze(1) * self.vocab_size + torch.arange(self.vocab_size, device=stage.device)
+        return head_columns(stage, self.vocab_size, self.head_blocks)
 
     def gumbel_noise(self, steps: int, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Gumbel noise [T, B, V] that makes argmax(logits + noise) a sample of softmax(logits)."""

@@ -304,11 +304,7 @@ def _parse_search(raw, train: TrainConfig) -> tuple[Dimension, ...]:
             probes = [low, high - 1] if kind == "randint" else [low, high]
         else:
             probes = values
-        for value in probes:  # every value the search can produce must make a valid config
-            try:
-                train.replace(**{name: value})
-            except ConfigError as error:
-                raise ConfigError(f"{where}: {error}") from None
+        _check_values(train, name, probes, where)  # every value the search can produce
         dimensions.append(Dimension(name, kind, tuple(values)))
     return tuple(dimensions)
 
@@ -335,13 +331,18 @@ def _parse_mutations(raw, train: TrainConfig, search: tuple[Dimension, ...]) -> 
             and 0 < values[0] < values[1]
         ):
             raise ConfigError(f"{where}.{kind}: must be [low, high] with 0 < low < high (got {values!r})")
-        for value in values:
-            try:
-                train.replace(**{name: value})
-            except ConfigError as error:
-                raise ConfigError(f"{where}: {error}") from None
+        _check_values(train, name, values, where)
         dimensions.append(Dimension(name, kind, tuple(float(v) for v in values)))
     return tuple(dimensions)
+
+
+def _check_values(train: TrainConfig, name: str, values, where: str) -> None:
+    """Each value must make a valid config of the train block, checked like the field itself."""
+    for value in values:
+        try:
+            train.replace(**{name: value})
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
 
 def _fraction(raw: dict, name: str, default: float, at_most: float, prefix: str) -> float:

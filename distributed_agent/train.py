@@ -74,8 +74,7 @@ def run_updates(
         update = active[0].update
         evaluate_now = update % config.eval_every == 0 or update == config.updates
         if evaluate_now:
-            chunks = _chunks(active, config.members_per_step)
-            scores = [score for chunk in chunks for score in evaluate(chunk, config.eval_episodes, tag=update)]
+            scores = _evaluate_in_chunks(active, config.eval_episodes, update)
             for run, (success, _) in zip(active, scores):
                 run.curriculum.observe(success, run.episodes)
         share = (time.perf_counter() - started) / len(active)
@@ -99,9 +98,13 @@ def step(members: list[TrainState]) -> None:
 
 def final_evaluation(members: list[TrainState]) -> list[tuple[list[float], list[float]]]:
     """Per member: greedy success and reward per stage on final_eval_episodes (what a report shows)."""
-    config = members[0].config
-    chunks = _chunks(members, config.members_per_step)
-    return [score for chunk in chunks for score in evaluate(chunk, config.final_eval_episodes, tag=FINAL_TAG)]
+    return _evaluate_in_chunks(members, members[0].config.final_eval_episodes, FINAL_TAG)
+
+
+def _evaluate_in_chunks(members: list[TrainState], episodes: int, tag: int) -> list[tuple[list[float], list[float]]]:
+    """evaluate(), config.members_per_step members at a time (the numbers are the same)."""
+    chunks = _chunks(members, members[0].config.members_per_step)
+    return [score for chunk in chunks for score in evaluate(chunk, episodes, tag=tag)]
 
 
 def _chunks(members: list[TrainState], size: int | None) -> list[list[TrainState]]:

@@ -115,8 +115,8 @@ def _stack_forced(forced: list) -> torch.Tensor | None:
     """[K, B, T] of the members' forced tokens (-1: none), or None when no member forces any."""
     if all(tokens is None for tokens in forced):
         return None
-    shape = next(tokens for tokens in forced if tokens is not None).shape
-    return torch.stack([torch.full(shape, -1) if tokens is None else tokens for tokens in forced])
+    some = next(tokens for tokens in forced if tokens is not None)
+    return torch.stack([torch.full_like(some, -1) if tokens is None else tokens for tokens in forced])
 
 
 def _given(values):

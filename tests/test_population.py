@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import fingerprint
 
 from distributed_agent import checkpoint
 from distributed_agent.config import ConfigError, TrainConfig
@@ -19,20 +20,6 @@ from distributed_agent.trainable import population_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [4, 0, 9]
-
-
-def fingerprint(result) -> str:
-    """Everything a run reports, its time aside."""
-    return json.dumps(
-        {
-            "success": result.final_success,
-            "reward": result.final_reward,
-            "history": [asdict(e) | {"seconds": 0} for e in result.history],
-            "episodes": result.episodes,
-            "updates": result.updates,
-            "samples": result.samples,
-        }
-    )
 
 
 def reference(name: str, **changes) -> TrainConfig:
