@@ -90,7 +90,7 @@ def population_rollout(
     stage [K, B], noise [K, T, B, V] or None (greedy), action_mask [V] or None, forced [K, B, T] or
     None: member k's arguments of ActorCritic.rollout, stacked.
     """
-    members, vocab = weights.members, weights.token_embedding.shape[1]
+    vocab = weights.token_embedding.shape[1]
     hidden = initial_state(weights, contexts, stage)
     input_table = torch.baddbmm(weights.b_ih.unsqueeze(1), weights.token_embedding, weights.w_ih.transpose(1, 2))
     logits_bias = weights.b_pi
@@ -112,8 +112,12 @@ def population_rollout(
     # The value head per member, on its batch-major view [B, T, d]: a batched product with one
     # output column, time-major rows, or a contiguous copy each round the sums (of the output or
     # of the bias gradient) differently, and would change every published number.
+    # (unbind: one gradient for all members; indexing would add a full-size zero tensor per member)
     values = torch.stack(
-        [F.linear(hiddens[:, k].transpose(0, 1), weights.w_v[k], weights.b_v[k]) for k in range(members)]
+        [
+            F.linear(h.transpose(0, 1), w, b)
+            for h, w, b in zip(hiddens.unbind(), weights.w_v.unbind(), weights.b_v.unbind())
+        ]
     )
     return actions, logits, values.squeeze(-1)
 
@@ -160,100 +164,109 @@ class FusedRollout(torch.autograd.Function):
     [K, V', d], b_pi [K, V'] (-inf where masked), noise [T, K, B, V] or None (greedy),
     head_columns [K, B, V] or None (which rows of W_pi each episode uses, for per-stage heads),
     forced [T, K, B] or None (a token that replaces the sampled one where >= 0).
-    Outputs: actions [K, B, T], logits [K, B, T, V], hiddens [T, K, B, d] (time-major).
+    Outputs: actions [K, B, T], logits [K, B, T, V], hiddens [K, T, B, d].
     Gate order and formulas are nn.GRUCell's: r, z, n; h' = n + z (h - n).
+
+    The hidden states and the gate gradients are kept member-major [K, T, B, ...], written per step
+    through strided views, so that the weight gradients read each member's (step, episode) rows in
+    place (benchmarks/population.py --phases: the copies they replace were a third of the backward).
     """
 
     @staticmethod
     def forward(ctx, input_table, hidden, w_hh, b_hh, w_pi, b_pi, noise, steps, head_columns, forced=None):
         members, batch, size = hidden.shape
         table_rows = input_table.shape[1]
-        # Every per-step result is written straight into its slot of a [T, ...] buffer (out=):
-        # stacking lists afterwards cost more than the arithmetic at these sizes.
+        # Every per-step result is written straight into its slot of a buffer (out=): stacking
+        # lists afterwards cost more than the arithmetic at these sizes.
         new = functools.partial(torch.empty, dtype=hidden.dtype, device=hidden.device)
         tokens = torch.empty(steps + 1, members, batch, dtype=torch.long, device=hidden.device)
         tokens[0] = CTX
         # Member k's rows of the flattened input table start at k * V.
         table_offsets = torch.arange(members, device=hidden.device).unsqueeze(1) * table_rows
         flat_table = input_table.reshape(members * table_rows, -1)
+        # hiddens member-major, for the weight gradients; the gates time-major, as their batched
+        # product may write to them directly (into a member-major view it runs member by member).
         from_hidden, gates = new(steps, members, batch, 3 * size), new(steps, members, batch, 2 * size)
         vocab = w_pi.shape[1] if head_columns is None else head_columns.shape[-1]
-        candidates, hiddens = new(steps, members, batch, size), new(steps + 1, members, batch, size)
+        candidates, hiddens = new(steps, members, batch, size), new(members, steps + 1, batch, size)
         logits = new(steps, members, batch, vocab)
-        hiddens[0] = hidden
+        hiddens[:, 0] = hidden
         b_hh_rows, b_pi_rows = b_hh.unsqueeze(1), b_pi.unsqueeze(1)
         w_hh_t, w_pi_t = w_hh.transpose(1, 2), w_pi.transpose(1, 2)
         for t in range(steps):
+            previous, gates_t, candidate, next_hidden = hiddens[:, t], gates[t], candidates[t], hiddens[:, t + 1]
             from_input = flat_table.index_select(0, (tokens[t] + table_offsets).view(-1)).view(members, batch, -1)
-            torch.baddbmm(b_hh_rows, hiddens[t], w_hh_t, out=from_hidden[t])
-            torch.sigmoid(from_input[..., : 2 * size] + from_hidden[t, ..., : 2 * size], out=gates[t])
+            torch.baddbmm(b_hh_rows, previous, w_hh_t, out=from_hidden[t])
+            torch.sigmoid(from_input[..., : 2 * size] + from_hidden[t, ..., : 2 * size], out=gates_t)
             # tanh(x) = 2 sigmoid(2x) - 1: the same value, and 3x faster than torch.tanh on CPU here.
             pre_candidate = torch.addcmul(
-                from_input[..., 2 * size :], gates[t, ..., :size], from_hidden[t, ..., 2 * size :]
+                from_input[..., 2 * size :], gates_t[..., :size], from_hidden[t, ..., 2 * size :]
             )
-            torch.sigmoid(pre_candidate.mul_(2), out=candidates[t]).mul_(2).sub_(1)
-            torch.addcmul(candidates[t], gates[t, ..., size:], hiddens[t] - candidates[t], out=hiddens[t + 1])
+            torch.sigmoid(pre_candidate.mul_(2), out=candidate).mul_(2).sub_(1)
+            torch.addcmul(candidate, gates_t[..., size:], previous - candidate, out=next_hidden)
             if head_columns is None:
-                torch.baddbmm(b_pi_rows, hiddens[t + 1], w_pi_t, out=logits[t])
+                torch.baddbmm(b_pi_rows, next_hidden, w_pi_t, out=logits[t])
             else:
-                torch.gather(torch.baddbmm(b_pi_rows, hiddens[t + 1], w_pi_t), 2, head_columns, out=logits[t])
+                torch.gather(torch.baddbmm(b_pi_rows, next_hidden, w_pi_t), 2, head_columns, out=logits[t])
             torch.argmax(logits[t] if noise is None else logits[t] + noise[t], -1, out=tokens[t + 1])
             if forced is not None:  # exploration: tokens drawn outside the policy
                 torch.where(forced[t] >= 0, forced[t], tokens[t + 1], out=tokens[t + 1])
         ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns)
         actions = tokens[1:].permute(1, 2, 0)
         ctx.mark_non_differentiable(actions)
-        return actions, logits.permute(1, 2, 0, 3), hiddens[1:]
+        return actions, logits.permute(1, 2, 0, 3), hiddens[:, 1:]
 
     @staticmethod
     def backward(ctx, _grad_actions, grad_logits, grad_hiddens):
         input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns = ctx.saved_tensors
         steps, members, batch, size = candidates.shape
         table_rows = input_table.shape[1]
-        previous = hiddens[:-1]
-        grad_logits = grad_logits.permute(2, 0, 1, 3)  # [T, K, B, V]
+        grad_logits = grad_logits.transpose(1, 2)  # [K, T, B, V]
         if head_columns is not None:  # back to all rows of W_pi, zero for other stages' heads
             grad_logits = torch.zeros(
-                steps, members, batch, w_pi.shape[1], dtype=grad_logits.dtype, device=grad_logits.device
-            ).scatter_(3, head_columns.expand(steps, -1, -1, -1), grad_logits)
+                members, steps, batch, w_pi.shape[1], dtype=grad_logits.dtype, device=grad_logits.device
+            ).scatter_(3, head_columns.unsqueeze(1).expand(-1, steps, -1, -1), grad_logits)
+        # Each member's rows in (step, episode) order, as the weight gradients read them.
+        flat_logits = grad_logits.reshape(members, steps * batch, -1)
         # Every step's hidden state receives its own gradient plus the policy head's.
         grad_hidden_out = torch.baddbmm(
-            grad_hiddens.reshape(steps * members, batch, size),
-            grad_logits.reshape(steps * members, batch, -1),
-            w_pi.expand(steps, -1, -1, -1).reshape(steps * members, -1, size),
-        ).view(steps, members, batch, size)
-        reset, update = gates[..., :size], gates[..., size:]
-        # The factors that do not depend on the incoming gradient, for all steps at once.
-        to_pre_candidate = (1 - update) * (1 - candidates * candidates)
-        to_pre_update = (previous - candidates) * update * (1 - update)
-        to_pre_reset = from_hidden[..., 2 * size :] * reset * (1 - reset)
-        carry = torch.zeros_like(previous[0])
-        # d(W_hh h + b_hh) per step, its three gate blocks written in place (no per-step cat), and
-        # d(pre-candidate), which is d(W_ih x + b_ih)'s third block (n is taken before the reset gate).
-        grad_from_hidden = torch.empty_like(from_hidden)
-        grad_reset, grad_update, grad_candidate_part = grad_from_hidden.split(size, -1)
-        grad_pre_candidate = torch.empty_like(candidates)
+            grad_hiddens.reshape(members * steps, batch, size),
+            flat_logits.view(members * steps, batch, -1),
+            w_pi.unsqueeze(1).expand(-1, steps, -1, -1).reshape(members * steps, -1, size),
+        ).view(members, steps, batch, size)
+        carry = torch.zeros_like(hiddens[:, 0])
+        # One buffer of four blocks per row, written in place: d reset, d update, d(W_hn h + b_hn)
+        # (the first three are d(W_hh h + b_hh)) and d pre-candidate; d(W_ih x + b_ih) is blocks 1, 2
+        # and 4 (n is taken before the reset gate). Neither gradient then needs a copy.
+        grad_gates = hiddens.new_empty(members, steps, batch, 4 * size)
+        grad_from_hidden, grad_pre_candidate = grad_gates[..., : 3 * size], grad_gates[..., 3 * size :]
         for t in reversed(range(steps)):
-            grad_h = grad_hidden_out[t] + carry
-            torch.mul(grad_h, to_pre_candidate[t], out=grad_pre_candidate[t])
-            torch.mul(grad_pre_candidate[t], to_pre_reset[t], out=grad_reset[t])
-            torch.mul(grad_h, to_pre_update[t], out=grad_update[t])
-            torch.mul(grad_pre_candidate[t], reset[t], out=grad_candidate_part[t])
-            carry = torch.baddbmm(grad_h * update[t], grad_from_hidden[t], w_hh)
-        grad_input = torch.cat([grad_from_hidden[..., : 2 * size], grad_pre_candidate], -1)
+            # One step at a time, so that its factors are computed while they are still in cache.
+            reset, update = gates[t, ..., :size], gates[t, ..., size:]
+            candidate, previous = candidates[t], hiddens[:, t]
+            grad_reset, grad_update, grad_candidate_part = grad_from_hidden[:, t].split(size, -1)
+            grad_h = grad_hidden_out[:, t] + carry
+            to_pre_candidate = (1 - update) * (1 - candidate * candidate)
+            torch.mul(grad_h, to_pre_candidate, out=grad_pre_candidate[:, t])
+            to_pre_reset = from_hidden[t, ..., 2 * size :] * reset * (1 - reset)
+            torch.mul(grad_pre_candidate[:, t], to_pre_reset, out=grad_reset)
+            to_pre_update = (previous - candidate) * update * (1 - update)
+            torch.mul(grad_h, to_pre_update, out=grad_update)
+            torch.mul(grad_pre_candidate[:, t], reset, out=grad_candidate_part)
+            carry = torch.baddbmm(grad_h * update, grad_from_hidden[:, t], w_hh)
 
-        def per_member(per_step):  # [T, K, B, n] -> [K, T*B, n], each member's rows in (t, b) order
-            return per_step.transpose(0, 1).reshape(members, steps * batch, -1)
-
-        flat_grad_hidden = per_member(grad_from_hidden)
-        grad_w_hh = torch.bmm(flat_grad_hidden.transpose(1, 2), per_member(previous))
+        flat_grad_hidden = grad_from_hidden.reshape(members, steps * batch, 3 * size)
+        grad_w_hh = torch.bmm(flat_grad_hidden.transpose(1, 2), hiddens[:, :-1].reshape(members, steps * batch, size))
         grad_b_hh = flat_grad_hidden.sum(1)
-        flat_logits = per_member(grad_logits)
-        grad_w_pi = torch.bmm(flat_logits.transpose(1, 2), per_member(hiddens[1:]))
+        grad_w_pi = torch.bmm(flat_logits.transpose(1, 2), hiddens[:, 1:].reshape(members, steps * batch, size))
         grad_b_pi = flat_logits.sum(1)
-        table_offsets = torch.arange(members, device=tokens.device).unsqueeze(1) * table_rows
-        grad_table = torch.zeros(members * table_rows, 3 * size, dtype=input_table.dtype, device=input_table.device)
-        grad_table.index_add_(0, (tokens[:-1] + table_offsets).reshape(-1), grad_input.reshape(-1, 3 * size))
+        # The input table's gradient: d(W_ih x + b_ih) is (d reset, d update, d pre-candidate),
+        # summed into the rows of the tokens fed in, member k's rows offset by k * V.
+        table_offsets = torch.arange(members, device=tokens.device).view(members, 1, 1) * table_rows
+        rows = (tokens[:-1].transpose(0, 1) + table_offsets).reshape(-1)
+        grad_table = torch.zeros(members * table_rows, 4 * size, dtype=input_table.dtype, device=input_table.device)
+        grad_table.index_add_(0, rows, grad_gates.view(-1, 4 * size))
+        grad_table = torch.cat([grad_table[:, : 2 * size], grad_table[:, 3 * size :]], -1)
         return (
             grad_table.view_as(input_table),
             carry,
