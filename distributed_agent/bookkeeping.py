@@ -10,10 +10,11 @@ import math
 import shutil
 from pathlib import Path
 
-from .experiment import OUTCOME_FILE
+from .experiment import OUTCOME_FILE, checkpoint_evaluation
 from .storage import Storage, StorageFull, is_storage_full
 
-KEEP_CHECKPOINTS = 2  # per trial attempt: the newest (to resume) and the one before
+KEEP_CHECKPOINTS = 2  # per trial attempt: the newest (to resume) and the one before; with PBT
+# also the newest two of its rounds (one a trial may still go on from, one --resume restarts from)
 FREE_SPACE_MARGIN = 4  # stop while the disk still holds this many checkpoints per running trial
 MIN_FREE_BYTES = 4 * 2**20
 
@@ -33,8 +34,8 @@ class Bookkeeping:
     """Driver-side records that make the experiment folder its own state: each attempt's outcome
     (outcome.json), a bounded number of checkpoints, and a stop before the storage is full."""
 
-    def __init__(self, storage: Storage, name: str):
-        self.storage, self.name = storage, name
+    def __init__(self, storage: Storage, name: str, round_every: int | None = None):
+        self.storage, self.name, self.round_every = storage, name, round_every
         self.ended = 0
         self.storage_full: str | None = None
         self.checkpoint_bytes = 0
@@ -91,7 +92,10 @@ class Bookkeeping:
         experiment snapshot on every checkpoint); watch the free space of local storage."""
         dirname = self._dirname(trial)
         checkpoints = [d for d in self.storage.list_dirs(self.name, dirname) if d.startswith("checkpoint_")]
-        for old in checkpoints[:-KEEP_CHECKPOINTS]:
+        kept = set(checkpoints[-KEEP_CHECKPOINTS:])
+        if self.round_every:
+            kept |= set([d for d in checkpoints if self._at_round(dirname, d)][-KEEP_CHECKPOINTS:])
+        for old in [d for d in checkpoints if d not in kept]:
             try:
                 self.storage.delete_dir(self.name, dirname, old)
             except OSError:
@@ -109,6 +113,10 @@ class Bookkeeping:
                     f"less than the {needed / 2**20:.1f} MiB the running "
                     "trials need for their next checkpoints"
                 )
+
+    def _at_round(self, dirname: str, checkpoint: str) -> bool:
+        evaluation = checkpoint_evaluation(self.storage, self.name, dirname, checkpoint)
+        return evaluation is not None and evaluation % self.round_every == 0
 
     def _free_bytes(self) -> float:
         if not self.storage.local:

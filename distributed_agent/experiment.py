@@ -3,10 +3,13 @@
     NAME/spec.yaml                 the spec the experiment was started with (compared on --resume)
     NAME/driver.lock               held by the one driver running the experiment (pid and host inside)
     NAME/trial_0003/               the first attempt of trial 0003: Tune's params.json, result.json,
-                                   checkpoint_00000k/trainer_state.pt, error.txt
+                                   checkpoint_00000k/trainer_state.pt (and meta.json: its
+                                   evaluation), error.txt
     NAME/trial_0003/outcome.json   written by the driver when the attempt ends (status, failures)
     NAME/trial_0003.r1/            a later attempt of trial 0003, started by --resume from the
                                    newest readable checkpoint of the earlier ones
+    NAME/pbt_round.json            pbt/pb2: the last round of decisions (pbt.py), where --resume
+                                   restarts the unfinished trials
 
 `--resume` and the report read only these files (JSON, safe YAML, checkpoints as tensors). Tune's
 own experiment state and its pickles (tuner.pkl, *.pkl) are never read, so a damaged or crafted
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
+import sys
 import uuid
 from dataclasses import dataclass, field
 
@@ -25,12 +30,14 @@ import yaml
 
 from .config import ConfigError
 from .safe_yaml import load_yaml
-from .spec import ExperimentSpec
+from .spec import POPULATION_BASED, ExperimentSpec
 from .storage import Storage
 
 SPEC_FILE = "spec.yaml"
 OUTCOME_FILE = "outcome.json"
 STATE_FILE = "trainer_state.pt"
+META_FILE = "meta.json"
+ROUND_FILE = "pbt_round.json"
 TRIAL_DIR = re.compile(r"^trial_(?P<key>[A-Za-z0-9_]+?)(?:\.r(?P<attempt>\d+))?$")
 CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")
 
@@ -150,6 +157,29 @@ def scan_trials(storage: Storage, name: str) -> dict[str, TrialRecord]:
 
 def newest_checkpoint(storage: Storage, name: str, record: TrialRecord) -> str | None:
     """URI of the newest checkpoint of any attempt that loads as a trainer state, else None."""
+    return next(_readable_checkpoints(storage, name, record), None)
+
+
+def checkpoint_at(storage: Storage, name: str, record: TrialRecord, evaluation: int) -> str | None:
+    """URI of the newest readable checkpoint of the trial saved at `evaluation`, else None."""
+    for uri in _readable_checkpoints(storage, name, record):
+        dirname, checkpoint = uri.rstrip("/").split("/")[-2:]
+        if checkpoint_evaluation(storage, name, dirname, checkpoint) == evaluation:
+            return uri
+    return None
+
+
+def checkpoint_evaluation(storage: Storage, name: str, dirname: str, checkpoint: str) -> int | None:
+    """The evaluation count a checkpoint was saved at (its meta.json), None if unknown."""
+    try:
+        evaluation = json.loads(storage.read_text(name, dirname, checkpoint, META_FILE)).get("evaluation")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return evaluation if isinstance(evaluation, int) else None
+
+
+def _readable_checkpoints(storage: Storage, name: str, record: TrialRecord):
+    """URIs of the trial's checkpoints that load as a trainer state, newest first."""
     import torch
 
     for attempt in reversed(record.attempts):
@@ -163,8 +193,36 @@ def newest_checkpoint(storage: Storage, name: str, record: TrialRecord) -> str |
             except Exception:  # missing, truncated or foreign: try the one before
                 continue
             if isinstance(state, dict) and ("members" in state or ("model" in state and "update" in state)):
-                return storage.uri_of(name, attempt.dirname, checkpoint)
-    return None
+                yield storage.uri_of(name, attempt.dirname, checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# The last round of population-based training
+# ---------------------------------------------------------------------------------------------
+
+
+def write_round(storage: Storage, name: str, record: dict) -> None:
+    storage.write_text(json.dumps(record), name, ROUND_FILE)
+
+
+def read_round(storage: Storage, name: str) -> dict | None:
+    """The last PBT round recorded in the experiment (None before the first), checked."""
+    if not storage.is_file(name, ROUND_FILE):
+        return None
+    where = storage.uri_of(name, ROUND_FILE)
+    try:
+        record = json.loads(storage.read_text(name, ROUND_FILE))
+        int(record["evaluation"]) + int(record["next_round"])
+        for entry in record["trials"].values():
+            str(entry["from"]), dict(entry["hp"])
+        version, internal, gauss = record["random_state"]["random"]
+        random.Random().setstate((version, tuple(internal), gauss))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ConfigError(
+            f"--resume: {where} is damaged ({type(error).__name__}); delete it to restart the unfinished "
+            "trials from the beginning"
+        ) from None
+    return record
 
 
 def hyperparameters(params: dict | None) -> dict | None:
@@ -239,7 +297,10 @@ def remaining_trials(
                 f"plans {planned['hp']} for it; the folder does not belong to this spec"
             )
         hp = {**planned["hp"], **{k: v for k, v in (recorded or {}).items() if k in mutated}}
-        todo.append(_continuation(storage, spec.name, record, hp, restart_errored))
+        if spec.scheduler in POPULATION_BASED and not record.finished:
+            todo.append(_from_last_round(storage, spec.name, records, record, planned["hp"], hp))
+        else:
+            todo.append(_continuation(storage, spec.name, record, hp, restart_errored))
     return [t for t in todo if t is not None], 0
 
 
@@ -266,6 +327,33 @@ def _continuation(storage: Storage, name: str, record: TrialRecord, hp: dict, re
         "hp": hp,
         "resume_from": None if start_over else newest_checkpoint(storage, name, record),
     }
+
+
+def _from_last_round(
+    storage: Storage, name: str, records: dict[str, TrialRecord], record: TrialRecord, planned: dict, recorded: dict
+) -> dict:
+    """Where an unfinished trial of a PBT experiment goes on: from the last round of decisions, as
+    it went on then (its own checkpoint of that evaluation, or its donor's, with the values the
+    round gave it), from the start before the first round, or, if it was not running at the last
+    round (it had failed), from its newest checkpoint with the values it had."""
+    attempt = record.attempts[-1].number + 1
+    last_round = read_round(storage, name)
+    if last_round is None:
+        return {"key": record.key, "attempt": attempt, "hp": planned, "resume_from": None}
+    entry = last_round["trials"].get(record.key)
+    if entry is None:
+        return _continuation(storage, name, record, recorded, restart_errored=False)
+    donor = records.get(entry["from"])
+    uri = donor and checkpoint_at(storage, name, donor, last_round["evaluation"])
+    if not uri:
+        print(
+            f"distributed-agent: warning: trial_{record.key} went on from trial_{entry['from']}'s checkpoint of "
+            f"evaluation {last_round['evaluation']}, which is gone or unreadable; it continues from its own newest "
+            "checkpoint instead, so this PBT run will not match an uninterrupted one",
+            file=sys.stderr,
+        )
+        return _continuation(storage, name, record, recorded, restart_errored=False)
+    return {"key": record.key, "attempt": attempt, "hp": {**planned, **entry["hp"]}, "resume_from": uri}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ left from the spec and the trial folders, never from Tune's pickles.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -18,10 +19,12 @@ from .config import ConfigError
 from .experiment import (
     check_saved_spec,
     planned_trials,
+    read_round,
     remaining_trials,
     save_spec,
     scan_trials,
     trial_dirname,
+    write_round,
 )
 from .local_ray import ray_session
 from .lock import ExperimentLock
@@ -72,24 +75,26 @@ def tune_trial_dirname(trial) -> str:
     return trial_dirname(planned["key"], planned["attempt"]) if planned else trial_dirname(trial.trial_id, 0)
 
 
-def make_scheduler(spec: ExperimentSpec, resumed: bool = False):
-    """FIFO; ASHA; or population-based training (pbt.py), reproducible. Each counts evaluations:
-    the trial's own `evaluation` counter, not Tune's reports, which differ when
-    report_every > 1 and restart when a trial resumes in a new attempt."""
+def make_scheduler(spec: ExperimentSpec, storage: Storage | None = None, resumed: bool = False):
+    """FIFO; ASHA; or population-based training (pbt.py), reproducible, recording its rounds in
+    `storage` and resumed from the last one. Each counts evaluations: the trial's own `evaluation`
+    counter, not Tune's reports, which differ when report_every > 1 and restart when a trial
+    resumes in a new attempt."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if spec.scheduler in POPULATION_BASED and resumed:
-        # PBT's state (its perturbation times and lineages) lives in Tune's experiment state, which
-        # is never read back: the unfinished trials finish with the values they had, unexploited.
-        return FIFOScheduler()
-    if spec.scheduler == "pbt":
-        return make_pbt(spec)
-    if spec.scheduler == "pb2":
-        try:
-            import sklearn  # noqa: F401  (PB2's Gaussian process)
-        except ImportError:
-            raise ConfigError("scheduler: pb2 needs the optional extra: pip install 'distributed_agent[pb2]'") from None
-        return make_pb2(spec)
+    if spec.scheduler in POPULATION_BASED:
+        if spec.scheduler == "pb2":
+            try:
+                import sklearn  # noqa: F401  (PB2's Gaussian process)
+            except ImportError:
+                raise ConfigError(
+                    "scheduler: pb2 needs the optional extra: pip install 'distributed_agent[pb2]'"
+                ) from None
+        save_round = last_round = None
+        if storage is not None:
+            save_round = functools.partial(write_round, storage, spec.name)
+            last_round = read_round(storage, spec.name) if resumed else None
+        return (make_pbt if spec.scheduler == "pbt" else make_pb2)(spec, save_round, last_round)
     if spec.scheduler != "asha":
         return FIFOScheduler()
     evaluations = math.ceil(spec.train.updates / spec.train.eval_every)
@@ -116,7 +121,7 @@ def build_tuner(
     with seeds_per_trial all, else one trial per seed through a Repeater)."""
     from ray import tune
 
-    scheduler = make_scheduler(spec, resumed)
+    scheduler = make_scheduler(spec, storage, resumed)
     if trials is None:
         from ray.tune.search import Repeater
 
@@ -244,7 +249,8 @@ def run_sweep(
             trials, samples = planned_trials(spec), 0
 
         def fit(planned: list[dict] | None, optuna_samples: int = 0):
-            bookkeeping = bookkeeping_class()(store, spec.name)
+            rounds = spec.pbt_interval if spec.scheduler in POPULATION_BASED else None
+            bookkeeping = bookkeeping_class()(store, spec.name, rounds)
             tuner = build_tuner(
                 spec, store, bookkeeping, planned, optuna_samples, trial_fn=trial_fn, verbose=verbose, resumed=resume
             )

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import checkpoint
 from .config import TrainConfig
 from .evaluation import evaluation_metrics
-from .experiment import STATE_FILE
+from .experiment import META_FILE, STATE_FILE
 from .metrics import HYPERPARAMETER_PREFIX, OBJECTIVES, SCHEDULE_KEY, SOLVED, SOLVED_SHARE, SUCCESS_MIN
 from .runtime import apply_process_settings
 from .schedule import change_hyperparameters
@@ -160,6 +160,7 @@ def run_trial(
         if final or rounds % checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as directory:
                 checkpoint.save(members, Path(directory) / STATE_FILE)
+                (Path(directory) / META_FILE).write_text(json.dumps({"evaluation": rounds}))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report(metrics)

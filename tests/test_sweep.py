@@ -13,9 +13,11 @@ import pytest
 import ray.cloudpickle
 import yaml
 
+from distributed_agent.bookkeeping import Bookkeeping
 from distributed_agent.config import ConfigError, TrainConfig
 from distributed_agent.report import build_report, write_report
 from distributed_agent.spec import parse_spec
+from distributed_agent.storage import StorageFull
 from distributed_agent.sweep import run_sweep
 from distributed_agent.train import train
 
@@ -424,8 +426,23 @@ def test_asha_grace_period_counts_evaluations_even_when_reports_are_sparser():
     assert scheduler.on_trial_result(None, weak, first_report(0.0)) == TrialScheduler.STOP
 
 
+def stop_after_the_round_at(evaluation: int):
+    """Bookkeeping.stop_all that stops every trial, as a full disk does, once the experiment
+    recorded its PBT round at `evaluation`."""
+
+    def stop_all(self) -> bool:
+        record = Path(self.storage.path(self.name, "pbt_round.json"))
+        if self.storage_full is None and record.exists() and json.loads(record.read_text())["evaluation"] >= evaluation:
+            self.storage_full = "stopped by the test"
+        return self.storage_full is not None
+
+    return stop_all
+
+
 @pytest.mark.parametrize("scheduler", ["pbt", pytest.param("pb2", marks=pytest.mark.slow)])
-def test_pbt_on_configurations_is_reproducible_and_an_exploit_takes_the_donors_population(tmp_path, scheduler):
+def test_pbt_on_configurations_is_reproducible_resumes_exactly_and_an_exploit_takes_the_donors_population(
+    tmp_path, scheduler, monkeypatch
+):
     spec = parse_spec(
         {
             "name": "pbt",
@@ -439,11 +456,31 @@ def test_pbt_on_configurations_is_reproducible_and_an_exploit_takes_the_donors_p
             "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.5, "seed": 3},
         }
     )
-    runs = [results_by_trial(run_sweep(spec, storage=str(tmp_path / name), verbose=0)) for name in ("a", "b")]
-    finals = [{key: (lines[-1]["schedule"], lines[-1]["success/min"]) for key, lines in run.items()} for run in runs]
-    assert finals[0] == finals[1] and len(finals[0]) == 4  # the same decisions and numbers, run again
+    runs = [results_by_trial(run_sweep(spec, storage=str(tmp_path / "a"), verbose=0))]
+    # Run again, its driver stopped (as by a full disk) after the round at evaluation 4 while the
+    # trials go on, then resumed: the same decisions and numbers as the run never interrupted.
+    interrupted = str(tmp_path / "b")
+    with monkeypatch.context() as patch:
+        patch.setattr(Bookkeeping, "stop_all", stop_after_the_round_at(4))
+        with pytest.raises(StorageFull):
+            run_sweep(spec, storage=interrupted, verbose=0)
+    assert json.loads((tmp_path / "b" / "pbt" / "pbt_round.json").read_text())["evaluation"] == 4
+    runs.append(results_by_trial(run_sweep(spec, storage=interrupted, resume=True, verbose=0)))
+    assert list((tmp_path / "b" / "pbt").glob("trial_*.r1"))  # the resume had work to do
+    finals = [
+        {
+            key: (
+                lines[-1]["schedule"],
+                lines[-1]["success/min"],
+                {seed: {k: v for k, v in m.items() if k != "seconds"} for seed, m in lines[-1]["members"].items()},
+            )
+            for key, lines in run.items()
+        }
+        for run in runs
+    ]
+    assert finals[0] == finals[1] and len(finals[0]) == 4
     first_reports = {key: lines[0] for key, lines in runs[0].items()}
-    schedules = {key: json.loads(schedule) for key, (schedule, _) in finals[0].items()}
+    schedules = {key: json.loads(final[0]) for key, final in finals[0].items()}
     assert any(len(schedule) > 1 for schedule in schedules.values())  # hyperparameters changed in training
     # An exploited trial continues its donor's population: it inherits the donor's history, which
     # begins with the donor's initial values, not its own.
