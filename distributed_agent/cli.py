@@ -11,7 +11,7 @@ from .config import ConfigError
 from .safe_yaml import load_yaml
 from .storage import StorageFull, check_writable
 
-DEFAULT_SPEC = "experiments/default.yaml"
+DEFAULT_SPEC = "default"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -211,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=command_explain)
 
     sweep = commands.add_parser("sweep", help="run a Ray Tune sweep from an experiment spec")
-    sweep.add_argument("spec", nargs="?", default=DEFAULT_SPEC, help=f"experiment YAML (default {DEFAULT_SPEC})")
+    sweep.add_argument(
+        "spec",
+        nargs="?",
+        default=DEFAULT_SPEC,
+        help=f"experiment YAML, or a packaged spec's name (default: {DEFAULT_SPEC})",
+    )
     sweep.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     sweep.add_argument("--storage", default="runs", help="where Tune writes: a path or a URI (default runs/)")
     sweep.add_argument("--resume", action="store_true", help="continue the interrupted experiment of this name")

@@ -1,6 +1,9 @@
 """Experiment specs (YAML): fixed `train:` fields, a `search:` space, seeds and how to run them.
 
     name: default
+    extends: base.yaml    # optional: start from that spec (a path relative to this file) and say
+                          # only what changes; mappings merge field by field, a search or mutation
+                          # dimension set to null is removed; name and description are not inherited
     train: {variant: shifted, loss: masked, ...}      # any TrainConfig field, fixed for all trials
     search:                                          # any TrainConfig field, one of:
       lr: {loguniform: [1.0e-3, 1.0e-2]}             #   grid / choice: [values]
@@ -28,6 +31,9 @@ scheduler and searcher judge: the mean over members of every metric (`success/mi
 the members' success/min) and `solved_share`, the share of members solved. With `all`, ASHA stops
 and Optuna chooses configurations, not lucky seeds.
 
+A spec is a file, or the name of one of the example specs packaged with the tool
+(distributed_agent/experiments/, also at experiments/ in the repository): `sweep default`.
+
 Units: train.eval_every counts updates; report_every, checkpoint_every and asha.grace_period count
 evaluations (the scheduler's time is the trial's `evaluation` counter, not Tune's reports).
 Everything is checked before Ray starts; an error names the field and what is allowed.
@@ -45,6 +51,8 @@ from pathlib import Path
 from .config import ConfigError, TrainConfig, coerce, schedulable_fields
 from .metrics import OBJECTIVES, SUCCESS_MIN
 from .safe_yaml import load_yaml
+
+PACKAGED_SPECS = Path(__file__).parent / "experiments"
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "optuna")
@@ -152,17 +160,71 @@ class ExperimentSpec:
         return self.train.replace(**params)
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"spec: no such file {str(path)!r}")
+def load_spec(where: str | Path) -> ExperimentSpec:
+    """The spec in a YAML file, or the packaged example spec of that name (`default`), its
+    `extends:` chain resolved."""
+    path = spec_path(where)
+    return parse_spec(_read_extended(path, ()), default_name=path.stem)
+
+
+def packaged_specs() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_SPECS.glob("*.yaml"))
+
+
+def spec_path(where: str | Path) -> Path:
+    """A spec file: the path given, else the packaged spec named `where` (with or without .yaml)."""
+    path = Path(where)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_SPECS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.name == str(where) and packaged.is_file():
+        return packaged
+    raise ConfigError(
+        f"spec: no such file {str(where)!r}; give a path or a packaged spec's name ({', '.join(packaged_specs())})"
+    )
+
+
+def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict:
+    """The spec at `path` as data, merged over the spec it `extends:` (recursively)."""
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"spec: {path} is not UTF-8 text") from None
     except OSError as error:
         raise ConfigError(f"spec: cannot read {path} ({error.strerror})") from None
-    return parse_spec(load_yaml(text, f"spec: {path}"), default_name=path.stem)
+    raw = load_yaml(text, f"spec: {path}")
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    base = raw["extends"]
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"extends: must be the path of a spec file, relative to {path} (got {base!r})")
+    base_path = (path.parent / base).resolve()
+    seen = (*chain, path.resolve())
+    if base_path in seen:
+        cycle = " -> ".join(p.name for p in (*seen[seen.index(base_path) :], base_path))
+        raise ConfigError(f"extends: a cycle ({cycle}); a spec cannot extend itself")
+    if not base_path.is_file():
+        raise ConfigError(f"extends: no such file {base!r} (relative to {path.parent}, in {path.name})")
+    base_raw = _read_extended(base_path, seen)
+    if not isinstance(base_raw, dict):
+        raise ConfigError(f"extends: {base!r} is not a spec (a mapping of spec fields)")
+    return extend(base_raw, {k: v for k, v in raw.items() if k != "extends"})
+
+
+def extend(base: dict, spec: dict) -> dict:
+    """`spec` over `base`: mappings (train, search, mutations, asha, pbt, resources) merged field
+    by field, anything else replaced; a search or mutation dimension set to null is removed. The
+    name and description are the extending spec's own (its name defaults to its file name)."""
+    merged = {k: v for k, v in base.items() if k not in ("name", "description")}
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            fields = {**merged[key], **value}
+            if key in ("search", "mutations"):
+                fields = {name: dimension for name, dimension in fields.items() if dimension is not None}
+            merged[key] = fields
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:

@@ -133,3 +133,68 @@ def test_report_of_a_missing_or_empty_folder_is_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no trial results" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("expanded", sorted((ROOT / "tests/data/expanded_specs").glob("*.yaml")), ids=lambda p: p.name)
+def test_an_ablation_written_with_extends_resolves_to_the_spec_it_replaced(expanded):
+    # tests/data/expanded_specs holds the ablation specs as they were written out in full
+    short, full = load_spec(ROOT / "experiments" / expanded.name), load_spec(expanded)
+    assert short == full and short.source == full.source
+    assert short.variants() == full.variants() and short.train == full.train
+
+
+def test_extends_merges_field_by_field_and_removes_a_dimension_set_to_null(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "base",
+                "description": "the base",
+                "train": {"lr": 0.01, "hidden_size": 32},
+                "search": {"entropy_coef": {"grid": [0.01, 0.03]}, "batch_size": {"grid": [32, 64]}},
+                "seeds": 3,
+            }
+        )
+    )
+    (tmp_path / "child.yaml").write_text(
+        "extends: base/base.yaml\ntrain: {hidden_size: 48, max_len: null}\nsearch: {batch_size: null}\n"
+    )
+    spec = load_spec(tmp_path / "child.yaml")
+    assert (spec.name, spec.description, spec.seeds) == ("child", "", (0, 1, 2))  # name and description its own
+    assert (spec.train.lr, spec.train.hidden_size) == (0.01, 48)
+    assert [d.name for d in spec.search] == ["entropy_coef"]
+    assert spec.source["search"] == {"entropy_coef": {"grid": [0.01, 0.03]}}  # saved with runs resolved
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"},
+            "extends: a cycle (a.yaml -> b.yaml -> a.yaml)",
+        ),
+        ({"a.yaml": "extends: a.yaml\n"}, "extends: a cycle (a.yaml -> a.yaml)"),
+        ({"a.yaml": "extends: missing.yaml\n"}, "extends: no such file 'missing.yaml'"),
+        ({"a.yaml": "extends: 3\n"}, "extends: must be the path of a spec file"),
+        ({"a.yaml": "extends: b.yaml\ntrain: {lr: 0.01, speed: 3}\n", "b.yaml": "seeds: 2\n"}, "train.speed"),
+        ({"a.yaml": "extends: b.yaml\nsched: asha\n", "b.yaml": "seeds: 2\n"}, "sched: unknown spec field"),
+    ],
+)
+def test_bad_extends_is_one_line_before_ray_starts(tmp_path, capsys, files, message):
+    import ray
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(["sweep", str(tmp_path / "a.yaml"), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+def test_a_packaged_spec_is_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert load_spec("default") == load_spec(ROOT / "experiments/default.yaml")
+    assert load_spec("memory_ws_ablation_no_novelty.yaml").train.novelty_bonus == 0.0
+    assert main(["sweep", "no_such_spec", "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file 'no_such_spec'" in err and "memory_pbt" in err and len(err.strip().splitlines()) == 1
