@@ -112,7 +112,12 @@ def command_sweep(args) -> int:
     spec = load_spec(args.spec)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     path = run_sweep(
-        spec, storage=args.storage, address=address, resume=args.resume, restart_errored=args.restart_errored
+        spec,
+        storage=args.storage,
+        address=address,
+        resume=args.resume,
+        restart_errored=args.restart_errored,
+        verbose=0 if args.quiet else 2 if args.verbose else 1,
     )
     resume = f"distributed-agent sweep {args.spec} --storage {args.storage} --resume"
     if "://" in path:  # object storage: no local report; still say whether anything is left
@@ -225,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: restart errored trials from scratch (default: from their checkpoint)",
     )
+    output = sweep.add_mutually_exclusive_group()
+    output.add_argument("--verbose", action="store_true", help="Tune's own tables instead of one progress line")
+    output.add_argument("--quiet", action="store_true", help="print only the final summary")
     sweep.set_defaults(run=command_sweep)
 
     report = commands.add_parser("report", help="tables and plots of one experiment, or a comparison of several")

@@ -16,6 +16,7 @@ Joining an existing cluster (`--address`) changes none of this: that cluster's s
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -49,12 +50,12 @@ def patched_environment(values: dict[str, str]):
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None):
+def ray_session(address: str | None, logging_level: int = logging.INFO):
     """`with ray_session(address):` a connection to a cluster, or a private local Ray."""
     import ray
 
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=logging_level)
         try:
             yield None
         finally:
@@ -74,7 +75,7 @@ def ray_session(address: str | None):
             ray_constants.ENABLE_RAY_CLUSTER = False
             reload_settings()
             try:
-                ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
+                ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir, logging_level=logging_level)
                 yield temp_dir
             finally:
                 ray.shutdown()

@@ -29,6 +29,7 @@ from .experiment import (
 from .local_ray import ray_session
 from .lock import ExperimentLock
 from .pbt import make_pb2, make_pbt
+from .progress import progress_class, tune_output
 from .spec import POPULATION_BASED, ExperimentSpec
 from .storage import Storage, StorageFull, is_storage_full, open_storage
 from .trainable import run_trial
@@ -118,7 +119,8 @@ def build_tuner(
 ):
     """A Tuner over the planned `trials` (grid/random, or what --resume continues), or over
     `optuna_samples` new configurations drawn by Optuna (each run on every seed: all in one trial
-    with seeds_per_trial all, else one trial per seed through a Repeater)."""
+    with seeds_per_trial all, else one trial per seed through a Repeater). verbose: 0 prints
+    nothing, 1 a progress line at a time (progress.py), 2 Tune's own tables."""
     from ray import tune
 
     scheduler = make_scheduler(spec, storage, resumed)
@@ -141,6 +143,11 @@ def build_tuner(
     else:
         param_space = {"trial": tune.grid_search(trials)}
         search_alg, num_samples = None, 1
+    progress = []
+    if verbose == 1:
+        total = len(trials) if trials is not None else num_samples
+        swept = [d.name for d in (*spec.search, *spec.mutations)]
+        progress.append(progress_class()(total, swept, spec.metric, spec.mode))
     return tune.Tuner(
         build_trainable(spec, trial_fn),
         param_space=param_space,
@@ -156,11 +163,11 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage.uri,
-            callbacks=[bookkeeping],
+            callbacks=[bookkeeping, *progress],
             stop=bookkeeping,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            verbose=verbose,
+            verbose=1 if verbose >= 2 else 0,
         ),
     )
 
@@ -259,7 +266,7 @@ def run_sweep(
                 raise StorageFull(bookkeeping.storage_full)
             return bookkeeping
 
-        with ray_session(address):
+        with tune_output(verbose) as logging_level, ray_session(address, logging_level):
             check_resources(spec, address)
             if trials and fit(trials).ended < len(trials):
                 return store.uri_of(spec.name)  # interrupted: draw no new configurations
