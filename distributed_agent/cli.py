@@ -118,6 +118,7 @@ def command_sweep(args) -> int:
         resume=args.resume,
         restart_errored=args.restart_errored,
         verbose=0 if args.quiet else 2 if args.verbose else 1,
+        mlflow=args.mlflow,
     )
     resume = f"distributed-agent sweep {args.spec} --storage {args.storage} --resume"
     if "://" in path:  # object storage: no local report; still say whether anything is left
@@ -229,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart-errored",
         action="store_true",
         help="with --resume: restart errored trials from scratch (default: from their checkpoint)",
+    )
+    sweep.add_argument(
+        "--mlflow",
+        metavar="PATH_OR_URI",
+        help="also track every trial in MLflow: an SQLite file (e.g. runs/mlflow.db) or a tracking URI "
+        "(needs the mlflow extra)",
     )
     output = sweep.add_mutually_exclusive_group()
     output.add_argument("--verbose", action="store_true", help="Tune's own tables instead of one progress line")

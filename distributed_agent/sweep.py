@@ -32,6 +32,7 @@ from .pbt import make_pb2, make_pbt
 from .progress import progress_class, tune_output
 from .spec import POPULATION_BASED, ExperimentSpec
 from .storage import Storage, StorageFull, is_storage_full, open_storage
+from .tracking import mlflow_uri, open_tracking, tracking_class
 from .trainable import run_trial
 
 
@@ -116,6 +117,7 @@ def build_tuner(
     trial_fn=None,
     verbose: int = 1,
     resumed: bool = False,
+    tracking=None,
 ):
     """A Tuner over the planned `trials` (grid/random, or what --resume continues), or over
     `optuna_samples` new configurations drawn by Optuna (each run on every seed: all in one trial
@@ -163,7 +165,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage.uri,
-            callbacks=[bookkeeping, *progress],
+            callbacks=[bookkeeping, *progress, *([tracking] if tracking else [])],
             stop=bookkeeping,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
@@ -233,8 +235,10 @@ def run_sweep(
     restart_errored: bool = False,
     trial_fn=None,
     verbose: int = 1,
+    mlflow: str | None = None,
 ) -> str:
     """Run (or resume) a sweep; returns the experiment folder. The spec is already validated.
+    mlflow: a tracking store (tracking.py) that mirrors every trial.
 
     Tune returns normally also when the driver is interrupted (SIGINT): the report on the folder
     tells finished trials from unfinished ones. A storage that fills up ends the sweep with
@@ -246,6 +250,10 @@ def run_sweep(
             f"resources.gpu: {spec.gpus_per_trial} GPU per trial asked, but this machine has no "
             "CUDA GPU; set resources.gpu: 0 or use --address with a GPU cluster"
         )
+    tracking = None
+    if mlflow:
+        client, experiment_id = open_tracking(mlflow_uri(mlflow), spec.name)
+        tracking = tracking_class()(client, experiment_id, [d.name for d in (*spec.search, *spec.mutations)])
     lock = open_experiment(spec, store, resume)
     try:
         if resume:
@@ -259,7 +267,15 @@ def run_sweep(
             rounds = spec.pbt_interval if spec.scheduler in POPULATION_BASED else None
             bookkeeping = bookkeeping_class()(store, spec.name, rounds)
             tuner = build_tuner(
-                spec, store, bookkeeping, planned, optuna_samples, trial_fn=trial_fn, verbose=verbose, resumed=resume
+                spec,
+                store,
+                bookkeeping,
+                planned,
+                optuna_samples,
+                trial_fn=trial_fn,
+                verbose=verbose,
+                resumed=resume,
+                tracking=tracking,
             )
             tuner.fit()
             if bookkeeping.storage_full:
