@@ -119,13 +119,14 @@ def command_sweep(args) -> int:
         restart_errored=args.restart_errored,
         verbose=0 if args.quiet else 2 if args.verbose else 1,
         mlflow=args.mlflow,
+        wandb=args.wandb,
     )
     resume = f"distributed-agent sweep {args.spec} --storage {args.storage} --resume"
     if "://" in path:  # object storage: no local report; still say whether anything is left
         from .experiment import trials_left
         from .storage import open_storage
 
-        print(f"\nResults in {path}; copy the folder locally and run: distributed-agent report FOLDER")
+        print(f"\nResults in {path}; tables and plots: distributed-agent report {path}")
         left = trials_left(spec, open_storage(args.storage))
         if left:
             print(f"{left} trials unfinished, errored or not started. Continue with: {resume}", file=sys.stderr)
@@ -237,13 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="also track every trial in MLflow: an SQLite file (e.g. runs/mlflow.db) or a tracking URI "
         "(needs the mlflow extra)",
     )
+    sweep.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also track every trial in Weights & Biases, offline (runs under the experiment's folder; "
+        "`wandb sync` uploads them; needs the wandb extra)",
+    )
     output = sweep.add_mutually_exclusive_group()
     output.add_argument("--verbose", action="store_true", help="Tune's own tables instead of one progress line")
     output.add_argument("--quiet", action="store_true", help="print only the final summary")
     sweep.set_defaults(run=command_sweep)
 
     report = commands.add_parser("report", help="tables and plots of one experiment, or a comparison of several")
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folder(s), e.g. runs/default")
+    report.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folder(s) or storage URI(s), e.g. runs/default"
+    )
     report.add_argument("--out", help="output folder (default results/NAME)")
     report.add_argument("--labels", help="comma-separated names of the experiments compared")
     report.add_argument(

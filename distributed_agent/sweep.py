@@ -32,7 +32,7 @@ from .pbt import make_pb2, make_pbt
 from .progress import progress_class, tune_output
 from .spec import POPULATION_BASED, ExperimentSpec
 from .storage import Storage, StorageFull, is_storage_full, open_storage
-from .tracking import mlflow_uri, open_tracking, tracking_class
+from .tracking import MlflowTracking, WandbTracking, mlflow_uri, open_tracking, open_wandb, tracking_class
 from .trainable import run_trial
 
 
@@ -117,7 +117,7 @@ def build_tuner(
     trial_fn=None,
     verbose: int = 1,
     resumed: bool = False,
-    tracking=None,
+    trackers: list = (),
 ):
     """A Tuner over the planned `trials` (grid/random, or what --resume continues), or over
     `optuna_samples` new configurations drawn by Optuna (each run on every seed: all in one trial
@@ -165,7 +165,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage.uri,
-            callbacks=[bookkeeping, *progress, *([tracking] if tracking else [])],
+            callbacks=[bookkeeping, *progress, *trackers],
             stop=bookkeeping,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
@@ -236,9 +236,10 @@ def run_sweep(
     trial_fn=None,
     verbose: int = 1,
     mlflow: str | None = None,
+    wandb: str | None = None,
 ) -> str:
     """Run (or resume) a sweep; returns the experiment folder. The spec is already validated.
-    mlflow: a tracking store (tracking.py) that mirrors every trial.
+    mlflow: a tracking store, wandb: a W&B project, that mirror every trial (tracking.py).
 
     Tune returns normally also when the driver is interrupted (SIGINT): the report on the folder
     tells finished trials from unfinished ones. A storage that fills up ends the sweep with
@@ -250,10 +251,15 @@ def run_sweep(
             f"resources.gpu: {spec.gpus_per_trial} GPU per trial asked, but this machine has no "
             "CUDA GPU; set resources.gpu: 0 or use --address with a GPU cluster"
         )
-    tracking = None
+    trackers, swept = [], [d.name for d in (*spec.search, *spec.mutations)]
     if mlflow:
         client, experiment_id = open_tracking(mlflow_uri(mlflow), spec.name)
-        tracking = tracking_class()(client, experiment_id, [d.name for d in (*spec.search, *spec.mutations)])
+        trackers.append(tracking_class(MlflowTracking)(swept, client, experiment_id))
+    if wandb:
+        if not store.local:
+            raise ConfigError("--wandb: writes its offline runs beside the experiment, so needs a local --storage")
+        wandb_module = open_wandb(wandb)
+        trackers.append(tracking_class(WandbTracking)(swept, wandb_module, wandb, spec.name, store.path(spec.name)))
     lock = open_experiment(spec, store, resume)
     try:
         if resume:
@@ -275,7 +281,7 @@ def run_sweep(
                 trial_fn=trial_fn,
                 verbose=verbose,
                 resumed=resume,
-                tracking=tracking,
+                trackers=trackers,
             )
             tuner.fit()
             if bookkeeping.storage_full:

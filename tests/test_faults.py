@@ -13,11 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray.cloudpickle
 import yaml
 from test_sweep import ROOT, TINY_TRAIN, direct_final, hp, kill_session, results_by_trial, session_processes
 
+from distributed_agent.cli import main
 from distributed_agent.config import ConfigError
 from distributed_agent.report import build_report
 from distributed_agent.spec import parse_spec
@@ -300,6 +302,14 @@ def test_resume_refuses_a_changed_spec_for_any_storage_and_a_damaged_saved_spec(
     spec = {"name": "uri", "train": {**TINY_TRAIN, "updates": 10}, "seeds": 1}
     storage = f"file://{tmp_path}/runs"
     run_sweep(parse_spec(spec), storage=storage, verbose=0)
+    # The report reads the experiment at its URI as it reads the folder.
+    by_uri, by_path = build_report(f"{storage}/uri"), build_report(tmp_path / "runs" / "uri")
+    pd.testing.assert_frame_equal(by_uri.trials, by_path.trials)
+    assert by_uri.name == "uri" and (by_uri.trials["status"] == "terminated").all()
+    assert main(["report", f"{storage}/uri", "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "summary.csv").exists()
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_report(f"{storage}/nothing")
     saved = tmp_path / "runs" / "uri" / "spec.yaml"
     assert yaml.safe_load(saved.read_text()) == json.loads(json.dumps(spec))
     changed = parse_spec({**spec, "train": {**spec["train"], "updates": 20}})

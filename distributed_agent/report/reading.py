@@ -19,7 +19,7 @@ from ..experiment import hyperparameters, planned_trials, scan_trials
 from ..metrics import REWARD, SCHEDULE_KEY, SOLVED, SUCCESS, SUCCESS_MIN
 from ..safe_yaml import load_yaml
 from ..spec import parse_spec
-from ..storage import open_storage
+from ..storage import Storage, open_storage
 from .stats import summarize
 
 STATUS_NAMES = {
@@ -45,19 +45,17 @@ class Report:
 
 def build_report(run_dir: str | Path) -> Report:
     """Every trial of the experiment, one row each: attempts of a resumed trial merged, and
-    trials the spec plans that never started listed as `not started`."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run folder: {str(run_dir)!r} does not exist (give an experiment folder, e.g. runs/default)")
-    storage = open_storage(str(run_dir.parent), writable=False)
-    records = scan_trials(storage, run_dir.name)
-    spec = _read_spec(run_dir)
+    trials the spec plans that never started listed as `not started`. run_dir: a local folder or
+    a storage URI (file://, s3://, gs://, ...: read through pyarrow's filesystems, as Tune writes)."""
+    storage, name = experiment_storage(run_dir)
+    records = scan_trials(storage, name)
+    spec = _read_spec(storage, name)
     planned = _planned(spec)
     if not records and not planned:
         raise ConfigError(f"run folder: {str(run_dir)!r} holds no trial results (no */result.json)")
     problems: list[str] = []
     keyed = any("trial" in (r.params or {}) for r in records.values())  # written by this version
-    legacy_statuses = {} if keyed else read_statuses(run_dir, problems)
+    legacy_statuses = {} if keyed or not storage.local else read_statuses(Path(storage.path(name)), problems)
     seeds_asked = _seeds_asked(spec)
     rows, curve_rows, hyper, schedule_rows = [], [], [], []
     for key, record in sorted(records.items()):
@@ -80,12 +78,12 @@ def build_report(run_dir: str | Path) -> Report:
             if "pbt_trial" not in hyper:
                 hyper.insert(0, "pbt_trial")
             schedule_rows += [{"pbt_trial": key, **entry} for entry in schedule]
-        trial_dir = run_dir / record.attempts[-1].dirname
+        error_text = _read_error(storage, name, record.attempts[-1].dirname)
         if (record.outcome or {}).get("status") == "terminated" and not record.finished:
             status = "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
         else:
-            status = _status(record.outcome or legacy_statuses.get(trial_id), last, trial_dir)
-        error = _error_line(trial_dir) if status == "errored" else ""
+            status = _status(record.outcome or legacy_statuses.get(trial_id), last, error_text is not None)
+        error = _error_line(error_text) if status == "errored" else ""
         failures = sum((a.outcome or {}).get("failures", 0) for a in record.attempts) or (
             legacy_statuses.get(trial_id) or {}
         ).get("num_failures", 0)
@@ -139,7 +137,7 @@ def build_report(run_dir: str | Path) -> Report:
                 )
             )
     summary = summarize(trials, hyper, seeds_asked)
-    name = (spec or {}).get("name", run_dir.name)
+    name = (spec or {}).get("name", name)
     return Report(
         name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems, pd.DataFrame(schedule_rows)
     )
@@ -263,10 +261,30 @@ def _not_started(raw_spec: dict | None, spec, records: dict, hyper: list[str]) -
     return rows
 
 
-def _read_spec(run_dir: Path) -> dict | None:
-    path = run_dir / "spec.yaml"
+def experiment_storage(run_dir: str | Path) -> tuple[Storage, str]:
+    """(the storage holding the experiment, its folder name there), checked to exist."""
+    text = str(run_dir)
+    if "://" in text:  # scheme://bucket/path/NAME[?options]: the options belong to the storage
+        location, mark, options = text.partition("?")
+        parent, _, name = location.rstrip("/").rpartition("/")
+        parent += mark + options
+    else:
+        parent, name = str(Path(text).parent), Path(text).name
+    missing = f"run folder: {str(run_dir)!r} does not exist (give an experiment folder, e.g. runs/default)"
     try:
-        return load_yaml(path.read_text(), f"{path}") if path.exists() else None
+        storage = open_storage(parent, writable=False)
+        found = bool(name) and storage.exists(name) and not storage.is_file(name)
+    except (ConfigError, OSError):
+        found = False
+    if not found:
+        raise ConfigError(missing)
+    return storage, name
+
+
+def _read_spec(storage: Storage, name: str) -> dict | None:
+    try:
+        text = storage.read_text(name, "spec.yaml") if storage.is_file(name, "spec.yaml") else None
+        return load_yaml(text, storage.uri_of(name, "spec.yaml")) if text is not None else None
     except (ConfigError, OSError, UnicodeDecodeError):
         return None
 
@@ -278,10 +296,10 @@ def _seeds_asked(spec: dict | None) -> int | None:
     return seeds if isinstance(seeds, int) else len(seeds)
 
 
-def _status(state: dict | None, last: dict, trial_dir: Path) -> str:
+def _status(state: dict | None, last: dict, has_error: bool) -> str:
     if state is not None:
         status = STATUS_NAMES.get(state["status"], state["status"].lower())
-    elif (trial_dir / "error.txt").exists() and not last.get("final"):
+    elif has_error and not last.get("final"):
         status = "errored"
     else:
         status = "terminated" if last.get("final") else "unfinished"
@@ -290,10 +308,17 @@ def _status(state: dict | None, last: dict, trial_dir: Path) -> str:
     return status
 
 
-def _error_line(trial_dir: Path) -> str:
-    path = trial_dir / "error.txt"
-    if not path.exists():
+def _read_error(storage: Storage, name: str, dirname: str) -> str | None:
+    """The attempt's error.txt (Tune writes it when the trial errors), None if there is none."""
+    try:
+        return storage.read_bytes(name, dirname, "error.txt").decode(errors="replace")
+    except (OSError, FileNotFoundError):
+        return None
+
+
+def _error_line(text: str | None) -> str:
+    if text is None:
         return "(no error.txt)"
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "Error" in line and ":" in line]
     return (errors or lines or ["(empty error.txt)"])[-1][:300]
