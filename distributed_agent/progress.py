@@ -24,16 +24,13 @@ HEARTBEAT = 60.0  # seconds between lines while nothing does
 
 @contextlib.contextmanager
 def tune_output(verbose: int) -> Iterator[int]:
-    """Below verbose 2, silence what Ray and Tune print themselves for the block: the new output
-    engine's banner (which it prints even when silent) and their INFO logs. Yields the logging
-    level to start Ray with."""
-    if verbose >= 2:
-        yield logging.INFO
-        return
+    """Tune's legacy output engine for the block: at verbose 0 it prints nothing (the new one
+    prints its banner even then), and it is the one that takes our table's columns (verbose 2).
+    Below verbose 2, Ray's INFO logs are silenced too. Yields the logging level to start Ray with."""
     before = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy engine at verbose 0 prints nothing
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     try:
-        yield logging.WARNING
+        yield logging.INFO if verbose >= 2 else logging.WARNING
     finally:
         if before is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)

@@ -145,7 +145,14 @@ def build_tuner(
     else:
         param_space = {"trial": tune.grid_search(trials)}
         search_alg, num_samples = None, 1
-    progress = []
+    reporter, progress = None, []
+    if verbose >= 2:  # Tune's table, each swept field a column of its own, the optimised metric shown
+        where = "hp" if trials is None else "trial/hp"
+        fields = [d.name for d in (*spec.search, *spec.mutations)]
+        reporter = tune.CLIReporter(
+            parameter_columns={f"{where}/{name}": name for name in fields},
+            metric_columns=[spec.metric, "update", "episodes", "stage"],
+        )
     if verbose == 1:
         total = len(trials) if trials is not None else num_samples
         swept = [d.name for d in (*spec.search, *spec.mutations)]
@@ -170,6 +177,7 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             verbose=1 if verbose >= 2 else 0,
+            progress_reporter=reporter,
         ),
     )
 

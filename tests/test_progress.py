@@ -94,3 +94,10 @@ def test_a_sweep_prints_a_few_lines_that_show_the_swept_values_and_the_metric(tm
     )
     assert quiet.returncode == 0 and not [line for line in quiet.stdout.splitlines() if line.startswith("[")]
     assert "Experiment small: 8 terminated" in quiet.stdout and not quiet.stderr.strip(), quiet.stderr[-2000:]
+    verbose = subprocess.run(
+        [*command[:-1], str(tmp_path / "verbose"), "--verbose"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    header = [line for line in verbose.stdout.splitlines() if "Trial name" in line][-1]  # after results came
+    columns = [column.strip() for column in header.split("|")]
+    assert {"lr", "entropy_coef", "success/min"} <= set(columns), header  # Tune's table: flat columns
