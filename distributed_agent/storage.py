@@ -33,7 +33,9 @@ class Storage:
         return "/".join([self.root.rstrip("/"), *parts])
 
     def uri_of(self, *parts: str) -> str:
-        return "/".join([self.uri.rstrip("/"), *parts])
+        """The URI of a place inside; options (s3://b/p?endpoint_override=...) stay at the end."""
+        location, mark, options = self.uri.partition("?")
+        return "/".join([location.rstrip("/"), *parts]) + mark + options
 
     # -- reading ------------------------------------------------------------------------------
     def exists(self, *parts: str) -> bool:
