@@ -47,15 +47,15 @@ def build_report(run_dir: str | Path) -> Report:
     """Every trial of the experiment, one row each: attempts of a resumed trial merged, and
     trials the spec plans that never started listed as `not started`. run_dir: a local folder or
     a storage URI (file://, s3://, gs://, ...: read through pyarrow's filesystems, as Tune writes)."""
-    storage, name = experiment_storage(run_dir)
-    records = scan_trials(storage, name)
-    spec = _read_spec(storage, name)
+    storage, experiment = experiment_storage(run_dir)
+    records = scan_trials(storage, experiment)
+    spec = _read_spec(storage, experiment)
     planned = _planned(spec)
     if not records and not planned:
         raise ConfigError(f"run folder: {str(run_dir)!r} holds no trial results (no */result.json)")
     problems: list[str] = []
     keyed = any("trial" in (r.params or {}) for r in records.values())  # written by this version
-    legacy_statuses = {} if keyed or not storage.local else read_statuses(Path(storage.path(name)), problems)
+    legacy_statuses = {} if keyed or not storage.local else read_statuses(Path(storage.path(experiment)), problems)
     seeds_asked = _seeds_asked(spec)
     rows, curve_rows, hyper, schedule_rows = [], [], [], []
     for key, record in sorted(records.items()):
@@ -78,7 +78,7 @@ def build_report(run_dir: str | Path) -> Report:
             if "pbt_trial" not in hyper:
                 hyper.insert(0, "pbt_trial")
             schedule_rows += [{"pbt_trial": key, **entry} for entry in schedule]
-        error_text = _read_error(storage, name, record.attempts[-1].dirname)
+        error_text = _read_error(storage, experiment, record.attempts[-1].dirname)
         if (record.outcome or {}).get("status") == "terminated" and not record.finished:
             status = "unfinished"  # its outcome says finished but its final report is lost: --resume repairs it
         else:
@@ -137,7 +137,7 @@ def build_report(run_dir: str | Path) -> Report:
                 )
             )
     summary = summarize(trials, hyper, seeds_asked)
-    name = (spec or {}).get("name", name)
+    name = (spec or {}).get("name", experiment)
     return Report(
         name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems, pd.DataFrame(schedule_rows)
     )
