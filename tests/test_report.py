@@ -150,7 +150,15 @@ def test_written_tables_and_plots(tmp_path):
     report = build_report(make_experiment(tmp_path))
     written = write_report(report, tmp_path / "out")
     names = {p.name for p in written}
-    assert names == {"trials.csv", "summary.csv", "summary.md", "summary.tex", "learning_curves.png", "sensitivity.png"}
+    assert names == {
+        "trials.csv",
+        "summary.csv",
+        "summary.md",
+        "summary.tex",
+        "aggregate.csv",
+        "learning_curves.png",
+        "sensitivity.png",
+    }
     for png in ("learning_curves.png", "sensitivity.png"):
         data = (tmp_path / "out" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -8,6 +8,7 @@ import pandas as pd
 import yaml
 
 from ..metrics import STAGES, SUCCESS_MIN
+from .aggregate import aggregate_markdown, aggregate_table
 from .plots import learning_curves_plot, schedule_plot, sensitivity_plot
 from .reading import Report
 from .tables import caption_for, display_table, format_config, mean_ci, to_latex, to_markdown
@@ -28,6 +29,11 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
         "mean [95% bootstrap CI].\n\n" + to_markdown(table)
     )
     written[3].write_text(to_latex(latex_table, caption_for(report.name), f"tab:{report.name}"))
+    aggregates = aggregate_table(report.trials, report.hyperparameters)
+    written.append(out_dir / "aggregate.csv")
+    aggregates.to_csv(written[-1], index=False)
+    with open(written[2], "a") as summary:
+        summary.write(aggregate_markdown(aggregates, report.hyperparameters))
     curves = out_dir / "learning_curves.png"
     learning_curves_plot(report, curves)
     written.append(curves)

@@ -53,6 +53,15 @@ def probability_of_improvement(x_by_stage: list, y_by_stage: list) -> float:
     return float(np.mean(probabilities))
 
 
+def configurations(trials: pd.DataFrame, hyperparameters: list[str]):
+    """(its swept values, its trials) of each configuration: trials grouped by everything but the seed."""
+    keys = hyperparameters or ["_all"]
+    frame = trials.assign(_all="all") if not hyperparameters else trials
+    for config, group in frame.groupby(keys, sort=False, dropna=False):
+        config = config if isinstance(config, tuple) else (config,)
+        yield (dict(zip(keys, config)) if hyperparameters else {}), group
+
+
 def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int | None) -> pd.DataFrame:
     """One row per configuration (trials grouped by everything but the seed), best first.
 
@@ -60,12 +69,8 @@ def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int
     trials stopped early or errored (counted in the status columns, never dropped silently). The
     solved share counts every seed asked, so an errored seed counts as not solved.
     """
-    keys = hyperparameters or ["_all"]
-    frame = trials.assign(_all="all") if not hyperparameters else trials
     rows = []
-    for config, group in frame.groupby(keys, sort=False, dropna=False):
-        config = config if isinstance(config, tuple) else (config,)
-        row = dict(zip(keys, config)) if hyperparameters else {}
+    for row, group in configurations(trials, hyperparameters):
         asked = max(seeds_asked or 0, len(group))
         row.update(
             {
