@@ -157,15 +157,16 @@ def scan_trials(storage: Storage, name: str) -> dict[str, TrialRecord]:
 
 def newest_checkpoint(storage: Storage, name: str, record: TrialRecord) -> str | None:
     """URI of the newest checkpoint of any attempt that loads as a trainer state, else None."""
-    return next(_readable_checkpoints(storage, name, record), None)
+    for dirname, checkpoint in _readable_checkpoints(storage, name, record):
+        return storage.uri_of(name, dirname, checkpoint)
+    return None
 
 
 def checkpoint_at(storage: Storage, name: str, record: TrialRecord, evaluation: int) -> str | None:
     """URI of the newest readable checkpoint of the trial saved at `evaluation`, else None."""
-    for uri in _readable_checkpoints(storage, name, record):
-        dirname, checkpoint = uri.rstrip("/").split("/")[-2:]
+    for dirname, checkpoint in _readable_checkpoints(storage, name, record):
         if checkpoint_evaluation(storage, name, dirname, checkpoint) == evaluation:
-            return uri
+            return storage.uri_of(name, dirname, checkpoint)
     return None
 
 
@@ -179,7 +180,8 @@ def checkpoint_evaluation(storage: Storage, name: str, dirname: str, checkpoint:
 
 
 def _readable_checkpoints(storage: Storage, name: str, record: TrialRecord):
-    """URIs of the trial's checkpoints that load as a trainer state, newest first."""
+    """(attempt folder, checkpoint folder) of the trial's checkpoints that load as a trainer
+    state, newest first."""
     import torch
 
     for attempt in reversed(record.attempts):
@@ -193,7 +195,7 @@ def _readable_checkpoints(storage: Storage, name: str, record: TrialRecord):
             except Exception:  # missing, truncated or foreign: try the one before
                 continue
             if isinstance(state, dict) and ("members" in state or ("model" in state and "update" in state)):
-                yield storage.uri_of(name, attempt.dirname, checkpoint)
+                yield attempt.dirname, checkpoint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +278,7 @@ def remaining_trials(
         return [t for t in todo if t is not None], max(0, spec.samples - len(configs))
     plan = planned_trials(spec)
     mutated = {d.name for d in spec.mutations}
+    last_round = read_round(storage, spec.name) if spec.scheduler in POPULATION_BASED else None
     strangers = sorted(set(records) - {planned["key"] for planned in plan})
     if strangers:
         raise ConfigError(
@@ -298,7 +301,7 @@ def remaining_trials(
             )
         hp = {**planned["hp"], **{k: v for k, v in (recorded or {}).items() if k in mutated}}
         if spec.scheduler in POPULATION_BASED and not record.finished:
-            todo.append(_from_last_round(storage, spec.name, records, record, planned["hp"], hp))
+            todo.append(_from_last_round(storage, spec.name, records, record, last_round, planned["hp"], hp))
         else:
             todo.append(_continuation(storage, spec.name, record, hp, restart_errored))
     return [t for t in todo if t is not None], 0
@@ -330,14 +333,19 @@ def _continuation(storage: Storage, name: str, record: TrialRecord, hp: dict, re
 
 
 def _from_last_round(
-    storage: Storage, name: str, records: dict[str, TrialRecord], record: TrialRecord, planned: dict, recorded: dict
+    storage: Storage,
+    name: str,
+    records: dict[str, TrialRecord],
+    record: TrialRecord,
+    last_round: dict | None,
+    planned: dict,
+    recorded: dict,
 ) -> dict:
     """Where an unfinished trial of a PBT experiment goes on: from the last round of decisions, as
     it went on then (its own checkpoint of that evaluation, or its donor's, with the values the
     round gave it), from the start before the first round, or, if it was not running at the last
     round (it had failed), from its newest checkpoint with the values it had."""
     attempt = record.attempts[-1].number + 1
-    last_round = read_round(storage, name)
     if last_round is None:
         return {"key": record.key, "attempt": attempt, "hp": planned, "resume_from": None}
     entry = last_round["trials"].get(record.key)

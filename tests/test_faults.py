@@ -389,3 +389,25 @@ def test_storage_full_is_a_clear_error_in_the_api_too(tmp_path):
         assert (disk / "tiny" / "spec.yaml").exists()
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_checkpoint_is_found_by_its_evaluation_under_a_storage_uri_with_options(tmp_path):
+    from pyarrow import fs
+
+    from distributed_agent import checkpoint
+    from distributed_agent.config import TrainConfig
+    from distributed_agent.experiment import checkpoint_at, newest_checkpoint, scan_trials
+    from distributed_agent.state import new_population
+    from distributed_agent.storage import Storage
+
+    folder = tmp_path / "exp" / "trial_0000" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    checkpoint.save(new_population(TrainConfig(**TINY_TRAIN), [0]), folder / "trainer_state.pt")
+    (folder / "meta.json").write_text('{"evaluation": 4}')
+    (folder.parent / "result.json").write_text("")
+    # An s3:// URI keeps options such as endpoint_override after the path, as here.
+    storage = Storage(uri=f"{tmp_path}?scheme=http", root=str(tmp_path), fs=fs.LocalFileSystem(), local=True)
+    record = scan_trials(storage, "exp")["0000"]
+    expected = f"{tmp_path}/exp/trial_0000/checkpoint_000001?scheme=http"
+    assert newest_checkpoint(storage, "exp", record) == expected
+    assert checkpoint_at(storage, "exp", record, 4) == expected and checkpoint_at(storage, "exp", record, 5) is None
