@@ -92,8 +92,7 @@ def make_pb2(spec, save_round: Callable[[dict], None] | None = None, last_round:
         def on_trial_add(self, tune_controller, trial):
             super().on_trial_add(tune_controller, trial)
             if "Trial" in self.data:  # the resumed data's rows of this trial, under its new name
-                key = trial.config["trial"]["key"]
-                self.data.loc[self.data["Trial"] == key, "Trial"] = str(trial)
+                self.data.loc[self.data["Trial"] == self._key(trial), "Trial"] = str(trial)
 
     scheduler = SeededPB2(
         time_attr="evaluation",

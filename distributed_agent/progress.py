@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
+from .experiment import hyperparameters
+
 PRINT_EVERY = 5.0  # seconds between lines while something changes
 HEARTBEAT = 60.0  # seconds between lines while nothing does
 
@@ -95,8 +97,7 @@ class ProgressLines:
         self._print(trials, force=True)
 
     def _configuration(self, trial) -> str:
-        planned = trial.config.get("trial", trial.config)
-        hp = planned.get("hp", {})
+        hp = hyperparameters(trial.config) or {}
         values = " ".join(f"{name}={_short(hp[name])}" for name in self.swept if name in hp)
         key = repr(sorted((name, hp[name]) for name in self.swept if name in hp))
         self.labels[key] = values

@@ -26,6 +26,14 @@ def change_hyperparameters(run: TrainState, values: dict) -> None:
         run.changes.append({"update": run.update, **values})
 
 
+def values_in_effect(changes: list[dict]) -> dict:
+    """The field values in effect after a list of changes (a schedule, or a run's log of them)."""
+    values = {}
+    for entry in changes:
+        values.update({name: value for name, value in entry.items() if name != "update"})
+    return values
+
+
 def scheduled_fields(config) -> set[str]:
     """The fields the config's schedule changes (a checkpoint holds their values of the moment)."""
     return {name for entry in config.schedule for name in entry if name != "update"}

@@ -152,6 +152,11 @@ class ExperimentSpec:
         return [{**params, "seeds": list(self.seeds[i : i + size])} for i in range(0, len(self.seeds), size)]
 
     @property
+    def swept_fields(self) -> list[str]:
+        """The TrainConfig fields a sweep varies: searched, and mutated by pbt/pb2."""
+        return [d.name for d in (*self.search, *self.mutations)]
+
+    @property
     def trials_per_config(self) -> int:
         return math.ceil(len(self.seeds) / self.seeds_per_trial)
 

@@ -148,15 +148,13 @@ def build_tuner(
     reporter, progress = None, []
     if verbose >= 2:  # Tune's table, each swept field a column of its own, the optimised metric shown
         where = "hp" if trials is None else "trial/hp"
-        fields = [d.name for d in (*spec.search, *spec.mutations)]
         reporter = tune.CLIReporter(
-            parameter_columns={f"{where}/{name}": name for name in fields},
+            parameter_columns={f"{where}/{name}": name for name in spec.swept_fields},
             metric_columns=[spec.metric, "update", "episodes", "stage"],
         )
     if verbose == 1:
         total = len(trials) if trials is not None else num_samples
-        swept = [d.name for d in (*spec.search, *spec.mutations)]
-        progress.append(progress_class()(total, swept, spec.metric, spec.mode))
+        progress.append(progress_class()(total, spec.swept_fields, spec.metric, spec.mode))
     return tune.Tuner(
         build_trainable(spec, trial_fn),
         param_space=param_space,
@@ -259,7 +257,7 @@ def run_sweep(
             f"resources.gpu: {spec.gpus_per_trial} GPU per trial asked, but this machine has no "
             "CUDA GPU; set resources.gpu: 0 or use --address with a GPU cluster"
         )
-    trackers, swept = [], [d.name for d in (*spec.search, *spec.mutations)]
+    trackers, swept = [], spec.swept_fields
     if mlflow:
         client, experiment_id = open_tracking(mlflow_uri(mlflow), spec.name)
         trackers.append(tracking_class(MlflowTracking)(swept, client, experiment_id))

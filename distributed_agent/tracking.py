@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError
+from .experiment import hyperparameters
 
 # What Tune adds to every result: bookkeeping, not the trial's metrics.
 TUNE_KEYS = {
@@ -108,8 +109,8 @@ class Tracking:
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.runs:  # restarted after a failure or a pause: the same run goes on
             return
-        planned = trial.config.get("trial", trial.config)
-        hp, key, attempt = planned.get("hp", {}), planned.get("key", trial.trial_id), planned.get("attempt", 0)
+        planned, hp = trial.config.get("trial", {}), hyperparameters(trial.config) or {}
+        key, attempt = planned.get("key", trial.trial_id), planned.get("attempt", 0)
         params = {name: hp[name] for name in self.swept if name in hp}
         if "seeds" in hp:
             params["seeds"] = ",".join(str(s) for s in hp["seeds"])

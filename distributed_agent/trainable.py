@@ -20,7 +20,7 @@ from .evaluation import evaluation_metrics
 from .experiment import META_FILE, STATE_FILE
 from .metrics import HYPERPARAMETER_PREFIX, OBJECTIVES, SCHEDULE_KEY, SOLVED, SOLVED_SHARE, SUCCESS_MIN
 from .runtime import apply_process_settings
-from .schedule import change_hyperparameters
+from .schedule import change_hyperparameters, values_in_effect
 from .state import Evaluation, TrainState, new_population
 from .train import final_evaluation, finished, run_updates
 
@@ -67,9 +67,7 @@ def load_trial_state(members: list[TrainState], saved, mutable: tuple[str, ...] 
 def follow_mutations(run: TrainState, config: TrainConfig, mutable: tuple[str, ...]) -> None:
     """Log (and apply) the trial's values of the mutated fields where they differ from the ones in
     effect: at the start, and after an exploit, whose donor's log the run has just taken over."""
-    in_effect = {}
-    for change in run.changes:
-        in_effect.update(change)
+    in_effect = values_in_effect(run.changes)
     values = {name: getattr(config, name) for name in mutable}
     if any(in_effect.get(name) != value for name, value in values.items()):
         change_hyperparameters(run, values)

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
-from ..experiment import hyperparameters, planned_trials, scan_trials
+from ..experiment import SPEC_FILE, hyperparameters, planned_trials, scan_trials
 from ..metrics import REWARD, SCHEDULE_KEY, SOLVED, SUCCESS, SUCCESS_MIN
 from ..safe_yaml import load_yaml
+from ..schedule import values_in_effect
 from ..spec import parse_spec
 from ..storage import Storage, open_storage
 from .stats import summarize
@@ -74,7 +75,7 @@ def build_report(run_dir: str | Path) -> Report:
         swept = {k: v for k, v in params.items() if k not in ("seed", "seeds")}
         schedule = _schedule(last)
         if schedule is not None:  # pbt: a trial is its own configuration, shown with its final values
-            swept = {"pbt_trial": key, **swept, **{k: v for k, v in schedule_values(schedule).items() if k in swept}}
+            swept = {"pbt_trial": key, **swept, **{k: v for k, v in values_in_effect(schedule).items() if k in swept}}
             if "pbt_trial" not in hyper:
                 hyper.insert(0, "pbt_trial")
             schedule_rows += [{"pbt_trial": key, **entry} for entry in schedule]
@@ -180,14 +181,6 @@ def _schedule(report: dict) -> list[dict] | None:
     return schedule if isinstance(schedule, list) and all(isinstance(e, dict) for e in schedule) else None
 
 
-def schedule_values(schedule: list[dict]) -> dict:
-    """The values in effect at the end of a schedule."""
-    values = {}
-    for entry in schedule:
-        values.update({k: v for k, v in entry.items() if k != "update"})
-    return values
-
-
 def trial_params(config: dict) -> dict:
     """The swept parameters of a trial, from the config Tune recorded."""
     params = hyperparameters(config) or {}
@@ -283,8 +276,8 @@ def experiment_storage(run_dir: str | Path) -> tuple[Storage, str]:
 
 def _read_spec(storage: Storage, name: str) -> dict | None:
     try:
-        text = storage.read_text(name, "spec.yaml") if storage.is_file(name, "spec.yaml") else None
-        return load_yaml(text, storage.uri_of(name, "spec.yaml")) if text is not None else None
+        text = storage.read_text(name, SPEC_FILE) if storage.is_file(name, SPEC_FILE) else None
+        return load_yaml(text, storage.uri_of(name, SPEC_FILE)) if text is not None else None
     except (ConfigError, OSError, UnicodeDecodeError):
         return None
 
