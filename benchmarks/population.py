@@ -11,6 +11,7 @@ threads used. Rounds alternate between the two sides so that machine noise hits 
     python benchmarks/population.py                        # K 1 4 16 64, batch 192 256, hidden 64 96
     python benchmarks/population.py --device cuda --members 64 1024 --batches 192 --hiddens 96
     python benchmarks/population.py --members 1 8 16 --batches 192 --hiddens 96 --phases
+    python benchmarks/population.py --members 8 --batches 192 --hiddens 96 --rounds 1 --profile
     python benchmarks/population.py --members 1 2 --batches 8 --hiddens 8 --updates 2 --rounds 1  # smoke
 """
 
@@ -68,6 +69,31 @@ def phases(population: list, updates: int) -> tuple[float, float, float]:
     return tuple(timings)
 
 
+def profile(population: list, updates: int) -> None:
+    """torch.profiler over `updates` batched steps of all K members: the costliest operations by
+    input shape, each in us per member-update, and the rate of the batched matrix products."""
+    from torch.profiler import profile as torch_profile
+
+    train_step(population)
+    with torch_profile(record_shapes=True) as profiled:
+        for _ in range(updates):
+            train_step(population)
+    events = sorted(profiled.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    per_member = updates * len(population)
+    print(f"{'':>20} costliest operations, us per member-update (self time), by input shapes:")
+    for event in events[:12]:
+        shapes = [s for s in event.input_shapes if s]
+        rate = ""
+        if event.key in ("aten::bmm", "aten::baddbmm") and len(shapes) >= 2:
+            *_, left, right = shapes[:3] if event.key == "aten::baddbmm" else shapes[:2]
+            flops = 2 * left[0] * left[1] * left[2] * right[2] * event.count
+            rate = f"  {flops / (event.self_cpu_time_total * 1e-6) / 1e9:.0f} GFLOP/s"
+        print(
+            f"{'':>22}{event.key:<18} {event.self_cpu_time_total / per_member:8.0f} us  "
+            f"({event.count} calls, {event.self_cpu_time_total / event.count:7.0f} us each) {shapes}{rate}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -78,6 +104,7 @@ def main():
     parser.add_argument("--device", default="cpu", help="device of the project's side (the reference is CPU)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--phases", action="store_true", help="also print where a member's update time goes")
+    parser.add_argument("--profile", action="store_true", help="also print the costliest operations (torch.profiler)")
     parser.add_argument(
         "--members-per-step", default="8", help="TrainConfig.members_per_step: a count, or 'all' (one batched step)"
     )
@@ -117,6 +144,8 @@ def main():
                     f"{batch:>6} {hidden:>6} {members:>5} {ref:>10,.0f} {rate:>11,.0f} "
                     f"{rate / ref:>6.2f}x {milliseconds:>10.1f}"
                 )
+                if args.profile:
+                    profile(population, args.updates)
                 if args.phases:  # one batched step of all K members (train_step), ms per member
                     whole, forward, forward_backward = phases(population, args.updates)
                     print(

@@ -67,7 +67,10 @@ def test_population_benchmark_prints_a_row_per_size_and_population():
         "population.py",
         *("--members", "1", "2", "--batches", "8", "--hiddens", "8", "12", "--updates", "2", "--rounds", "1"),
         "--phases",
+        "--profile",
     )
     assert len(re.findall(r"per member, one step of K: update \d+\.\d\d ms = rollout forward", out)) == 4, out
+    assert len(re.findall(r"costliest operations, us per member-update", out)) == 4, out
+    assert len(re.findall(r"aten::\w+ +\d+ us +\(\d+ calls", out)) >= 4 * 8, out  # rows of each table
     rows = [line for line in out.splitlines() if re.match(r"^\s+8\s+(8|12)\s+(1|2)\s", line)]
     assert len(rows) == 4 and all(re.search(r"\d+\.\d\dx\s+\d+\.\d$", row) for row in rows), out
