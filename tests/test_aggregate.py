@@ -2,14 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from distributed_agent.report.aggregate import (
-    AGGREGATES,
-    aggregate_table,
-    kaplan_meier,
-    median_time_interval,
-    median_time_to_solve,
-    stratified_bootstrap,
-)
+from distributed_agent.report.aggregate import AGGREGATES, aggregate_table
+from distributed_agent.report.bootstrap import stratified_bootstrap
 from distributed_agent.report.reading import build_report
 
 
@@ -42,15 +36,14 @@ def test_runs_are_resampled_within_each_stage_not_as_rows():
     assert stratified_bootstrap(np.full((5, 3), 0.7), AGGREGATES["iqm"])[1:] == pytest.approx((0.7, 0.7))
 
 
-def test_kaplan_meier_censors_seeds_that_never_solved_instead_of_dropping_them():
-    times, survival = kaplan_meier([1, 2, 2, 3], [True, True, False, True])
-    assert list(times) == [1, 2, 3] and survival == pytest.approx([0.75, 0.5, 0.0])
-    # Two of four solve (at 100 and 200), two never do: the median is 200, not the 150 that the
-    # median over solved seeds alone gives.
-    assert median_time_to_solve([100, 200, 1000, 1000], [True, True, False, False]) == 200
-    assert median_time_to_solve([100, 1000, 1000], [True, False, False]) == float("inf")
-    low, high = median_time_interval([100, 150, 200, 250, 300, 1000], [True] * 5 + [False])
-    assert 100 <= low <= 200 <= high
+def test_points_of_a_curve_share_the_resamples_and_each_equals_its_own_bootstrap():
+    curve = np.random.default_rng(6).uniform(0, 1, size=(4, 10, 3))  # [points, runs, stages]
+    point, low, high = stratified_bootstrap(curve, AGGREGATES["iqm"])
+    assert point.shape == low.shape == high.shape == (4,)
+    for index in range(4):  # the same resamples, point by point or as a curve
+        assert (point[index], low[index], high[index]) == pytest.approx(
+            stratified_bootstrap(curve[index], AGGREGATES["iqm"])
+        )
 
 
 def test_the_aggregate_table_of_a_report(tmp_path):
@@ -58,8 +51,5 @@ def test_the_aggregate_table_of_a_report(tmp_path):
 
     report = build_report(make_experiment(tmp_path))
     table = aggregate_table(report.trials, report.hyperparameters).set_index("lr")
-    assert (
-        table.loc[0.003, "runs"] == 8
-        and table.loc[0.003, "seeds_solved"] == report.trials.query("lr == 0.003")["solved"].sum()
-    )
+    assert table.loc[0.003, "runs"] == 8
     assert table.loc[0.003, "iqm ci_low"] <= table.loc[0.003, "iqm"] <= table.loc[0.003, "iqm ci_high"]

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from distributed_agent.cli import main
 from distributed_agent.report import build_report, load_report, probability_of_improvement, write_report
@@ -97,6 +98,7 @@ def test_trials_and_statuses(tmp_path):
     assert trials.loc["b_0", "success/stage2"] == WEAK[0]
     assert any("b_0: result.json line 3 is corrupt" in w for w in report.warnings)
     assert any("1 trials are unfinished" in w for w in report.warnings)
+    assert any("1 seeds were stopped early by the scheduler" in w for w in report.warnings)
     assert list(trials.columns[:3]) == ["lr", "hidden_size", "seed"]
     for column in [
         "status",
@@ -127,8 +129,20 @@ def test_summary_statistics_match_independent_computations(tmp_path):
     assert a["success/stage2 ci_high"] == pytest.approx(high, abs=0.003)
     solved = [v >= 0.99 for v in GOOD]
     assert a["solved_share"] == pytest.approx(sum(solved) / 8)
-    # Seed 0 reached 0.995 at 2,000 episodes; the others at their final report (3,000).
-    assert a["median_episodes_to_solve"] == 3000
+    # Seed 0 reached 0.995 at 2,000 episodes; six others at their final report (3,000); seed 5
+    # (0.97) never did: censored at 3,000. Kaplan-Meier: 7/8 unsolved after 2,000, 1/8 after 3,000.
+    assert a["median_episodes_to_solve_km"] == 3000
+    assert a["median_episodes_to_solve_km ci_low"] <= 3000 <= a["median_episodes_to_solve_km ci_high"]
+    assert a["success/stage2 iqm ci_low"] <= a["success/stage2 iqm"] <= a["success/stage2 iqm ci_high"]
+    reference = stats.bootstrap(
+        (np.array(GOOD),),
+        lambda v, axis: stats.trim_mean(v, 0.25, axis=axis),
+        n_resamples=20000,
+        method="percentile",
+        random_state=1,
+    ).confidence_interval
+    assert a["success/stage2 iqm ci_low"] == pytest.approx(reference.low, abs=0.003)
+    assert a["success/stage2 iqm ci_high"] == pytest.approx(reference.high, abs=0.003)
     b = summary.loc[0.0003]
     assert b["seeds"] == 8 and b["final"] == 6 and b["errored"] == 2 and b["incomplete"]
     measured = WEAK + [0.05]  # the errored seed with a report is counted at its last evaluation
@@ -142,8 +156,26 @@ def test_probability_of_improvement_is_the_pairwise_share():
     x = [[0.9, 0.8, 0.7], [1.0, 1.0, 0.5]]
     y = [[0.8, 0.6], [1.0, 0.2]]
     pairwise = [np.mean([(xi > yj) + 0.5 * (xi == yj) for xi in xs for yj in ys]) for xs, ys in zip(x, y)]
-    assert probability_of_improvement(x, y) == pytest.approx(np.mean(pairwise))
-    assert probability_of_improvement(x, y) + probability_of_improvement(y, x) == pytest.approx(1.0)
+    point, low, high = probability_of_improvement(x, y)
+    assert point == pytest.approx(np.mean(pairwise)) and low <= point <= high
+    assert point + probability_of_improvement(y, x)[0] == pytest.approx(1.0)
+
+
+def test_probability_of_improvement_and_its_interval_against_rliable_and_scipy():
+    rng = np.random.default_rng(8)
+    x, y = rng.uniform(0.3, 1, size=(12, 3)), rng.uniform(0, 0.9, size=(15, 3))
+    point, low, high = probability_of_improvement(list(x.T), list(y.T), resamples=20000)
+    metrics = pytest.importorskip("rliable.metrics", reason="rliable (a test-only reference) is not installed")
+    assert point == pytest.approx(metrics.probability_of_improvement(x, y))
+    # One stage: the interval is the percentile bootstrap of two independent samples.
+    _, low, high = probability_of_improvement([x[:, 0]], [y[:, 0]], resamples=20000)
+    share = lambda a, b, axis: ((a[..., :, None] > b[..., None, :]) + 0.5 * (a[..., :, None] == b[..., None, :])).mean(
+        axis=(-2, -1)
+    )
+    reference = stats.bootstrap(
+        (x[:, 0], y[:, 0]), share, n_resamples=20000, method="percentile", random_state=2
+    ).confidence_interval
+    assert (low, high) == pytest.approx((reference.low, reference.high), abs=0.015)
 
 
 def test_written_tables_and_plots(tmp_path):
@@ -156,10 +188,17 @@ def test_written_tables_and_plots(tmp_path):
         "summary.md",
         "summary.tex",
         "aggregate.csv",
+        "aggregate.tex",
         "learning_curves.png",
+        "sample_efficiency.csv",
+        "sample_efficiency.png",
+        "performance_profile.csv",
+        "performance_profile.png",
+        "survival.csv",
+        "survival.png",
         "sensitivity.png",
     }
-    for png in ("learning_curves.png", "sensitivity.png"):
+    for png in ("learning_curves.png", "sample_efficiency.png", "performance_profile.png", "survival.png"):
         data = (tmp_path / "out" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     markdown = (tmp_path / "out" / "summary.md").read_text()
@@ -170,9 +209,17 @@ def test_written_tables_and_plots(tmp_path):
         "stage0 success",
         "stage2 IQM",
         "solved (all stages >= 0.99)",
-        "median episodes to solve",
+        "median episodes to solve (Kaplan-Meier)",
     ]:
         assert column in header
+    # The best three configurations are drawn; the numbers behind each plot are written beside it.
+    survival = pd.read_csv(tmp_path / "out" / "survival.csv")
+    assert list(survival["configuration"].unique()) == [
+        "lr=0.003, hidden_size=64",
+        "lr=0.0003, hidden_size=64",
+        "lr=0.03, hidden_size=64",
+    ]
+    assert "[" in (tmp_path / "out" / "aggregate.tex").read_text().split("midrule")[1]  # intervals in LaTeX
     assert "share of correct answers" in markdown and "stage2 reward" in header
     assert "6/8 (2 errored)" in markdown
     latex = (tmp_path / "out" / "summary.tex").read_text()
@@ -217,8 +264,13 @@ def test_cli_report_and_comparison(tmp_path, capsys):
     assert list(table["experiment"]) == ["best", "weak"]
     assert table.loc[1, "configuration"] == "lr=0.0003, hidden_size=64"
     improvement = pd.read_csv(comparison / "probability_of_improvement.csv")
-    best_over_weak = improvement[(improvement["X"] == "best")]["P(X > Y)"].iloc[0]
-    assert best_over_weak == pytest.approx((0.5 + 0.5 + 1.0) / 3, abs=1e-3)  # stages 0, 1 tie; stage 2 all better
-    assert (comparison / "comparison.png").stat().st_size > 5000
+    best_over_weak = improvement[(improvement["X"] == "best")].iloc[0]
+    assert best_over_weak["P(X > Y)"] == pytest.approx((0.5 + 0.5 + 1.0) / 3, abs=1e-3)  # stages 0, 1 tie; 2 better
+    assert best_over_weak["P(X > Y) ci_low"] == best_over_weak["P(X > Y) ci_high"] == best_over_weak["P(X > Y)"]
+    for figure in ("comparison", "learning_curves", "sample_efficiency", "performance_profile", "survival"):
+        assert (comparison / f"{figure}.png").stat().st_size > 5000
+    assert list(pd.read_csv(comparison / "performance_profile.csv")["configuration"].unique()) == ["best", "weak"]
+    latex = (comparison / "comparison.tex").read_text()
+    assert "tab:probability-of-improvement" in latex and "0.667 [0.667, 0.667]" in latex
     assert main(["report", str(other / "handmade"), "--labels", "a,b"]) == 2
     assert "--labels" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Reports of experiment folders, as a package: reading (one row per trial), stats (over seeds),
-tables (Markdown, LaTeX), plots, output (files and the printed summary), compare (experiments
-side by side).
+bootstrap (its settings, stratified resampling), aggregate (over stages), survival (time to solve),
+curves (performance profiles, sample efficiency), tables (Markdown, LaTeX), plots, output (files
+and the printed summary), compare (experiments side by side).
 
     trials, summary = load_report("runs/default")     # in a notebook
 """

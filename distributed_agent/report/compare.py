@@ -10,10 +10,14 @@ import pandas as pd
 
 from ..config import ConfigError
 from ..metrics import STAGES, SUCCESS
+from .aggregate import aggregate_table
+from .bootstrap import SETTINGS
+from .output import latex_text, write_figures
 from .plots import comparison_plot
 from .reading import Report
-from .stats import probability_of_improvement
-from .tables import format_config, mean_ci, to_latex, to_markdown
+from .stats import probability_of_improvement, rows_of
+from .survival import EPISODES_TO_SOLVE
+from .tables import EPISODES_TO_SOLVE_LABEL, format_config, interval_text, mean_ci, to_latex, to_markdown
 
 
 def select_config(report: Report, wanted: dict | None) -> pd.Series:
@@ -59,21 +63,15 @@ def parse_config_choices(choices: list[str], labels: list[str]) -> dict[str, dic
     return chosen
 
 
-def _seed_values(report: Report, config: pd.Series, column: str) -> np.ndarray:
-    mask = np.ones(len(report.trials), bool)
-    for h in report.hyperparameters:
-        mask &= (report.trials[h] == config[h]).to_numpy()
-    return report.trials.loc[mask, column].to_numpy(float)
-
-
 def comparison_tables(
     reports: list[Report], labels: list[str], configs: list[str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[pd.Series]]:
     """(the comparison table, the probability-of-improvement table, the chosen summary rows)."""
     chosen = parse_config_choices(configs or [], labels)
     selected = [select_config(r, chosen.get(label)) for r, label in zip(reports, labels)]
+    trials = [rows_of(r.trials, c, r.hyperparameters) for r, c in zip(reports, selected)]
     rows = []
-    for report, label, config in zip(reports, labels, selected):
+    for report, label, config, its_trials in zip(reports, labels, selected, trials):
         row = {
             "experiment": label,
             "configuration": format_config(config, report.hyperparameters),
@@ -81,15 +79,26 @@ def comparison_tables(
         }
         for stage, column in zip(STAGES, SUCCESS):
             row[f"{stage} success"] = mean_ci(config, column)
+        aggregate = aggregate_table(its_trials, []).iloc[0]
+        row["IQM over seeds x stages"] = interval_text(aggregate, "iqm")
         row["solved (all stages >= 0.99)"] = f"{config['solved_share']:.0%}"
+        row[EPISODES_TO_SOLVE_LABEL] = interval_text(config, EPISODES_TO_SOLVE, digits=0)
         rows.append(row)
-    per_stage = [[_seed_values(r, c, column) for column in SUCCESS] for r, c in zip(reports, selected)]
-    improvements = [
-        {"X": labels[i], "Y": labels[j], "P(X > Y)": round(probability_of_improvement(per_stage[i], per_stage[j]), 3)}
-        for i in range(len(labels))
-        for j in range(len(labels))
-        if i != j
-    ]
+    per_stage = [[t[column].to_numpy(float) for column in SUCCESS] for t in trials]
+    improvements = []
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if i != j:
+                point, low, high = probability_of_improvement(per_stage[i], per_stage[j])
+                improvements.append(
+                    {
+                        "X": labels[i],
+                        "Y": labels[j],
+                        "P(X > Y)": point,
+                        "P(X > Y) ci_low": low,
+                        "P(X > Y) ci_high": high,
+                    }
+                )
     return pd.DataFrame(rows), pd.DataFrame(improvements), selected
 
 
@@ -108,19 +117,35 @@ def compare_reports(
         out_dir / "comparison.png",
     ]
     table.to_csv(written[0], index=False)
+    improvements = improvement_table.assign(
+        **{"P(X > Y) [95% CI]": [interval_text(row, "P(X > Y)") for _, row in improvement_table.iterrows()]}
+    )[["X", "Y", "P(X > Y) [95% CI]"]]
     written[1].write_text(
-        "Final greedy success per stage (share of correct answers): mean [95% bootstrap CI] "
-        "over seeds.\n\n" + to_markdown(table) + "\nProbability of improvement over seeds "
-        "(rliable; Mann-Whitney U / (n m), averaged over stages):\n\n" + to_markdown(improvement_table)
+        f"{COMPARISON_CAPTION} Every interval: {SETTINGS}.\n\n" + to_markdown(table) + "\nProbability of "
+        "improvement over seeds (rliable: the share of seed pairs where X's final success beats Y's, ties "
+        "counting half, averaged over stages) [95% bootstrap CI: the seeds of X and of Y resampled "
+        "independently within each stage]:\n\n" + to_markdown(improvements)
     )
     written[2].write_text(
-        to_latex(
-            table,
-            "Comparison of " + ", ".join(labels) + ": final greedy success per stage, "
-            "mean [95\\% bootstrap CI] over seeds.",
-            "tab:comparison",
+        to_latex(table, latex_text(f"Comparison of {', '.join(labels)}. {COMPARISON_CAPTION}"), "tab:comparison")
+        + to_latex(
+            improvements,
+            latex_text(f"Probability of improvement over seeds [95% bootstrap CI]; {SETTINGS}."),
+            "tab:probability-of-improvement",
         )
     )
     improvement_table.to_csv(written[3], index=False)
     comparison_plot(labels, selected, written[4])
-    return written
+    shown = [
+        (label, rows_of(r.trials, c, r.hyperparameters), rows_of(r.curves, c, r.hyperparameters))
+        for r, label, c in zip(reports, labels, selected)
+    ]
+    return written + write_figures(shown, out_dir, "comparison")
+
+
+COMPARISON_CAPTION = (
+    "Final greedy success per stage (share of correct answers): mean [95% bootstrap CI] over seeds; "
+    "the IQM over seeds x stages [95% stratified-bootstrap CI]; the share of seeds solved (every stage "
+    ">= 0.99) and the Kaplan-Meier median episodes until they are (seeds never solved censored; inf: "
+    "fewer than half solve) [95% bootstrap CI]."
+)

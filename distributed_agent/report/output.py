@@ -8,10 +8,32 @@ import pandas as pd
 import yaml
 
 from ..metrics import STAGES, SUCCESS_MIN
-from .aggregate import aggregate_markdown, aggregate_table
-from .plots import learning_curves_plot, schedule_plot, sensitivity_plot
+from .aggregate import AGGREGATE_CAPTION, aggregate_display, aggregate_markdown, aggregate_table
+from .bootstrap import SETTINGS
+from .curves import performance_profile, sample_efficiency
+from .plots import (
+    learning_curves_plot,
+    performance_profile_plot,
+    sample_efficiency_plot,
+    schedule_plot,
+    sensitivity_plot,
+    survival_plot,
+)
 from .reading import Report
-from .tables import caption_for, display_table, format_config, mean_ci, to_latex, to_markdown
+from .stats import rows_of
+from .survival import EPISODES_TO_SOLVE, survival_table, time_to_solve
+from .tables import (
+    EPISODES_TO_SOLVE_LABEL,
+    caption_for,
+    display_table,
+    format_config,
+    interval_text,
+    mean_ci,
+    to_latex,
+    to_markdown,
+)
+
+SHOWN = 3  # configurations drawn in a report's figures: the best, in the summary's order
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:
@@ -24,25 +46,74 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     report.summary.to_csv(written[1], index=False)
     written[2].write_text(
         f"**{report.name}**: final greedy success per stage (share of correct answers): "
-        "mean ± std over seeds [95% bootstrap CI]; IQM = interquartile mean of success; "
-        "reward = mean reward with the shaping bonus (what the tutorial prints as accuracy), "
-        "mean [95% bootstrap CI].\n\n" + to_markdown(table)
+        "mean ± std over seeds [95% bootstrap CI]; IQM = interquartile mean of success over seeds [95% "
+        "bootstrap CI]; reward = mean reward with the shaping bonus (what the tutorial prints as "
+        "accuracy), mean [95% bootstrap CI]; solved = every stage >= 0.99 at the final evaluation; "
+        f"{EPISODES_TO_SOLVE_LABEL}: seeds that never solve are censored at the episodes they trained, not "
+        f"dropped (inf: fewer than half solve) [95% bootstrap CI over seeds]. Every interval: {SETTINGS}."
+        "\n\n" + to_markdown(table)
     )
     written[3].write_text(to_latex(latex_table, caption_for(report.name), f"tab:{report.name}"))
     aggregates = aggregate_table(report.trials, report.hyperparameters)
-    written.append(out_dir / "aggregate.csv")
-    aggregates.to_csv(written[-1], index=False)
+    written += [out_dir / "aggregate.csv", out_dir / "aggregate.tex"]
+    aggregates.to_csv(written[-2], index=False)
+    written[-1].write_text(
+        to_latex(
+            aggregate_display(aggregates, report.hyperparameters),
+            latex_text(f"Experiment {report.name}: " + AGGREGATE_CAPTION),
+            f"tab:{report.name}-aggregate",
+        )
+    )
     with open(written[2], "a") as summary:
         summary.write(aggregate_markdown(aggregates, report.hyperparameters))
-    curves = out_dir / "learning_curves.png"
-    learning_curves_plot(report, curves)
-    written.append(curves)
+    shown = [
+        (
+            format_config(config, report.hyperparameters),
+            rows_of(report.trials, config, report.hyperparameters),
+            rows_of(report.curves, config, report.hyperparameters),
+        )
+        for _, config in report.summary.head(SHOWN).iterrows()
+    ]
+    written += write_figures(shown, out_dir, f"{report.name}, best {min(SHOWN, len(report.summary))}")
     sensitivity = out_dir / "sensitivity.png"
     if sensitivity_plot(report, sensitivity):
         written.append(sensitivity)
     if not report.schedules.empty:  # pbt
         written += write_schedules(report, out_dir)
     return written
+
+
+def write_figures(shown: list[tuple[str, pd.DataFrame, pd.DataFrame]], out_dir: Path, title: str) -> list[Path]:
+    """For each (label, its trials, their evaluations): the learning curves per stage, the sample
+    efficiency over stages, the performance profile and the time to solve, as plots and as the CSV
+    tables they draw (a `configuration` column names the label)."""
+
+    def table(make, *parts) -> pd.DataFrame:
+        frames = [make(*part).assign(configuration=label) for label, *part in parts]
+        frames = [f for f in frames if not f.empty]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["configuration"])
+        return frame[["configuration", *(c for c in frame.columns if c != "configuration")]]
+
+    efficiency = table(sample_efficiency, *((label, curves) for label, _, curves in shown))
+    profile = table(performance_profile, *((label, trials) for label, trials, _ in shown))
+    survival = table(lambda trials: survival_table(*time_to_solve(trials)), *((label, t) for label, t, _ in shown))
+    written = []
+    for name, frame, plot in (
+        ("learning_curves", efficiency, learning_curves_plot),
+        ("sample_efficiency", efficiency, sample_efficiency_plot),
+        ("performance_profile", profile, performance_profile_plot),
+        ("survival", survival, survival_plot),
+    ):
+        if name != "learning_curves":  # drawn from sample_efficiency.csv's per-stage columns
+            frame.to_csv(out_dir / f"{name}.csv", index=False)
+            written.append(out_dir / f"{name}.csv")
+        plot(frame, out_dir / f"{name}.png", title)
+        written.append(out_dir / f"{name}.png")
+    return written
+
+
+def latex_text(text: str) -> str:
+    return text.replace("%", r"\%").replace("_", r"\_")
 
 
 def write_schedules(report: Report, out_dir: Path) -> list[Path]:
@@ -81,13 +152,15 @@ def print_summary(report: Report) -> None:
         "seeds (final/asked)",
         *(f"{s} success" for s in STAGES),
         "solved (all stages >= 0.99)",
+        EPISODES_TO_SOLVE_LABEL,
     ]
     with pd.option_context("display.max_colwidth", 60, "display.width", 250):
         print(table[columns].to_string(index=False))
     best = report.summary.iloc[0]
     print(
         f"\nBest: {format_config(best, report.hyperparameters)}: {SUCCESS_MIN} {mean_ci(best, SUCCESS_MIN)}, "
-        f"solved by {best['solved_share']:.0%} of seeds"
+        f"solved by {best['solved_share']:.0%} of seeds, median episodes to solve (Kaplan-Meier) "
+        f"{interval_text(best, EPISODES_TO_SOLVE, digits=0)}"
     )
     errored = report.trials[report.trials["status"] == "errored"]
     for _, trial in errored.iterrows():

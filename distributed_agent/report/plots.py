@@ -1,9 +1,10 @@
-"""Plots: learning curves of the best configurations, sensitivity to the learning rate, and a
-comparison of experiments. Files only (the Agg backend, chosen once, here)."""
+"""Plots: learning curves, sample efficiency, performance profiles and time to solve of the best
+configurations (or of compared experiments), sensitivity to the learning rate, a comparison of
+experiments, pbt schedules. They draw the tables of curves.py and survival.py, labelled by a
+`configuration` column. Files only (the Agg backend, chosen once, here)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,46 +17,98 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 from ..env import NUM_STAGES  # noqa: E402
 from ..metrics import SUCCESS, SUCCESS_MIN  # noqa: E402
-from .tables import format_config, format_value  # noqa: E402
+from .tables import format_value  # noqa: E402
 
 if TYPE_CHECKING:
     from .reading import Report
 
 
-def learning_curves_plot(report: Report, path: Path, top: int = 3) -> None:
-    hyper = report.hyperparameters
-    best = report.summary.head(top)
-    fig, axes = plt.subplots(1, NUM_STAGES, figsize=(5 * NUM_STAGES, 4), sharey=True)
-    curves = report.curves  # the last point of a finished trial is its final (larger) evaluation
-    for index, (_, config) in enumerate(best.iterrows()):
-        mask = np.ones(len(curves), bool)
-        for h in hyper:
-            mask &= (curves[h] == config[h]).to_numpy()
-        group = curves[mask]
-        if group.empty:
-            continue
-        grid = np.unique(group["episodes"].to_numpy(float))
-        for stage, column in enumerate(SUCCESS):
-            # Trials that stopped once solved keep their last value (forward fill) on the common grid.
-            per_seed = [
-                np.interp(grid, t["episodes"], t[column], right=t[column].iloc[-1])
-                for _, t in group.groupby("trial_id")
-            ]
-            per_seed = np.array(per_seed)
-            mean = per_seed.mean(0)
-            half = 1.96 * per_seed.std(0, ddof=1) / math.sqrt(len(per_seed)) if len(per_seed) > 1 else 0 * mean
-            label = format_config(config, hyper) + f" (n={len(per_seed)})"
-            axes[stage].plot(grid, mean, label=label, color=f"C{index}")
-            axes[stage].fill_between(
-                grid, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), color=f"C{index}", alpha=0.2
-            )
-    for stage, axis in enumerate(axes):
-        axis.set_title(f"stage {stage}")
+def _labelled(table: pd.DataFrame):
+    """(index, label, rows) per configuration of a figure table, in the order they appear."""
+    for index, label in enumerate(table["configuration"].unique()):
+        yield index, label, table[table["configuration"] == label]
+
+
+def _band(axis, x, rows: pd.DataFrame, column: str, index: int, label: str, step: bool = False) -> None:
+    """rows[column] against x with its 95% band (rows[column ci_low], rows[column ci_high]); for a
+    column named `share` or `unsolved` the band is (ci_low, ci_high)."""
+    prefix = "" if column in ("share", "unsolved") else f"{column} "
+    low, high = rows[f"{prefix}ci_low"], rows[f"{prefix}ci_high"]
+    if step:
+        axis.step(x, rows[column], where="post", label=label, color=f"C{index}")
+        axis.fill_between(x, low, high, step="post", color=f"C{index}", alpha=0.2)
+    else:
+        axis.plot(x, rows[column], label=label, color=f"C{index}")
+        axis.fill_between(x, low, high, color=f"C{index}", alpha=0.2)
+
+
+def learning_curves_plot(efficiency: pd.DataFrame, path: Path, title: str) -> None:
+    """Per stage, the IQM of greedy success over seeds against training episodes, with its band."""
+    panels = {f"{column} iqm": f"stage {stage}" for stage, column in enumerate(SUCCESS)}
+    ylabel = "greedy success (IQM over seeds, 95% bootstrap band)"
+    _episode_panels(efficiency, panels, ylabel, f"{title}: learning curves", path)
+
+
+def sample_efficiency_plot(efficiency: pd.DataFrame, path: Path, title: str) -> None:
+    """IQM and mean of greedy success over seeds x stages against training episodes, with bands."""
+    panels = {
+        name: f"{name.upper() if name == 'iqm' else name} of success over seeds x stages" for name in ("iqm", "mean")
+    }
+    ylabel = "greedy success (95% stratified-bootstrap band)"
+    _episode_panels(efficiency, panels, ylabel, f"{title}: sample efficiency", path)
+
+
+def _episode_panels(efficiency: pd.DataFrame, panels: dict[str, str], ylabel: str, title: str, path: Path) -> None:
+    """One panel per column of efficiency (titled by panels[column]) against training episodes."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True)
+    for index, label, rows in _labelled(efficiency):
+        for axis, column in zip(axes, panels):
+            _band(axis, rows["episodes"], rows, column, index, label)
+    for axis, panel_title in zip(axes, panels.values()):
+        axis.set_title(panel_title)
         axis.set_xlabel("training episodes")
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("greedy success (mean over seeds, 95% band)")
+    axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{report.name}: learning curves of the best configurations")
+    fig.suptitle(
+        f"{title}\n(a seed that stopped once solved carries its final value forward; "
+        "curves end where a seed stopped without a final evaluation)"
+    )
+    _save(fig, path)
+
+
+def performance_profile_plot(profile: pd.DataFrame, path: Path, title: str) -> None:
+    """The share of runs x stages whose final success exceeds tau, with its band."""
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for index, label, rows in _labelled(profile):
+        _band(axis, rows["tau"], rows, "share", index, label)
+    axis.set_xlabel("tau (final greedy success)")
+    axis.set_ylabel("share of runs x stages with success > tau")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower left")
+    axis.set_title(f"{title}: performance profile\n(95% stratified-bootstrap band)", fontsize=9)
+    _save(fig, path)
+
+
+def survival_plot(survival: pd.DataFrame, path: Path, title: str) -> None:
+    """Kaplan-Meier: the share of seeds not yet solved against training episodes, with its band."""
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for index, label, rows in _labelled(survival):
+        _band(axis, rows["episodes"], rows, "unsolved", index, label, step=True)
+    axis.set_xlabel("training episodes")
+    axis.set_ylabel("share of seeds not yet solved")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="upper right")
+    axis.set_title(
+        f"{title}: time to solve (all stages >= 0.99)\nKaplan-Meier, seeds never solved censored; 95% bootstrap band",
+        fontsize=9,
+    )
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -91,9 +144,7 @@ def sensitivity_plot(report: Report, path: Path) -> bool:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     axis.set_title(f"{report.name}: sensitivity")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -112,9 +163,7 @@ def comparison_plot(labels: list[str], selected: list[pd.Series], path: Path) ->
     axis.set_ylabel("final greedy success (mean, 95% CI)")
     axis.set_ylim(0, 1.05)
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def schedule_plot(schedules: pd.DataFrame, path: Path) -> None:
@@ -129,6 +178,4 @@ def schedule_plot(schedules: pd.DataFrame, path: Path) -> None:
         axis.set_ylabel(name)
         axis.set_yscale("log" if (schedules[name].dropna() > 0).all() else "linear")
     axes[0][0].legend(fontsize=7, title="trial")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)

@@ -137,6 +137,13 @@ def build_report(run_dir: str | Path) -> Report:
                     else "continue it with --resume"
                 )
             )
+    stopped = int((trials["status"] == "stopped early").sum())
+    if stopped:
+        problems.append(
+            f"{stopped} seeds were stopped early by the scheduler: time to solve censors them where they "
+            "stopped, and as the scheduler stopped the weaker ones, the Kaplan-Meier median is optimistic "
+            "for their configurations"
+        )
     summary = summarize(trials, hyper, seeds_asked)
     name = (spec or {}).get("name", experiment)
     return Report(

@@ -1,6 +1,7 @@
 """Statistics over seeds: seeds are the runs and stages the tasks (Agarwal et al. 2021, "rliable").
-Per configuration the mean over seeds, its standard deviation, a 95% bootstrap confidence
-interval and the interquartile mean, per stage; the probability of improvement between two."""
+Per configuration and stage the mean over seeds, its standard deviation and the interquartile mean,
+each mean with a 95% bootstrap interval; the Kaplan-Meier median episodes to solve with its
+interval; the probability of improvement between two configurations, with its interval."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import pandas as pd
 from scipy import stats
 
 from ..metrics import REWARD, SUCCESS, SUCCESS_MIN
+from .bootstrap import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, percentile_interval
+from .survival import EPISODES_TO_SOLVE, median_time_interval, median_time_to_solve, time_to_solve
 
-BOOTSTRAP_RESAMPLES = 2000
+
+def _trimmed_mean(values, axis=-1):
+    return stats.trim_mean(values, 0.25, axis=axis)
 
 
-def bootstrap_ci(values, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over seeds (NaN with fewer than 2 seeds)."""
+def bootstrap_ci(values, statistic=np.mean, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap CI of a statistic over seeds (the mean unless given; NaN with fewer than
+    2 seeds)."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if len(values) < 2:
@@ -23,8 +29,8 @@ def bootstrap_ci(values, confidence: float = 0.95, seed: int = 0) -> tuple[float
         return (float(values[0]), float(values[0]))
     result = stats.bootstrap(
         (values,),
-        np.mean,
-        confidence_level=confidence,
+        statistic,
+        confidence_level=CONFIDENCE,
         n_resamples=BOOTSTRAP_RESAMPLES,
         method="percentile",
         random_state=np.random.default_rng(seed),
@@ -36,21 +42,36 @@ def iqm(values) -> float:
     """Interquartile mean: the mean of the middle 50% of seeds."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
-    return float(stats.trim_mean(values, 0.25)) if len(values) else np.nan
+    return float(_trimmed_mean(values)) if len(values) else np.nan
 
 
-def probability_of_improvement(x_by_stage: list, y_by_stage: list) -> float:
-    """rliable's P(X > Y): over stages, the mean of U / (n m) from the Mann-Whitney U statistic.
+def _share_better(x, y):
+    """P(X > Y) + P(X = Y) / 2 over all pairs of x [..., n] and y [..., m] (Mann-Whitney U / (n m))."""
+    x, y = x[..., :, None], y[..., None, :]
+    return ((x > y) + 0.5 * (x == y)).mean(axis=(-2, -1))
+
+
+def probability_of_improvement(
+    x_by_stage: list, y_by_stage: list, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float, float]:
+    """rliable's P(X > Y) with its 95% interval: over stages, the mean of the share of (x, y) seed
+    pairs where x is better (ties count half); the interval resamples the seeds of X and of Y
+    independently within each stage (rliable's stratified independent bootstrap).
 
     Seeds without a measurement (failed before their first evaluation) are left out.
     """
-    probabilities = []
+    rng = np.random.default_rng(seed)
+    points, resampled = [], []
     for x, y in zip(x_by_stage, y_by_stage):
         x, y = np.asarray(x, float), np.asarray(y, float)
         x, y = x[~np.isnan(x)], y[~np.isnan(y)]
-        u = stats.mannwhitneyu(x, y, alternative="two-sided").statistic
-        probabilities.append(u / (len(x) * len(y)))
-    return float(np.mean(probabilities))
+        if not len(x) or not len(y):
+            return (np.nan, np.nan, np.nan)
+        points.append(_share_better(x, y))
+        picks_x, picks_y = rng.integers(0, len(x), (resamples, len(x))), rng.integers(0, len(y), (resamples, len(y)))
+        resampled.append(_share_better(x[picks_x], y[picks_y]))
+    low, high = percentile_interval(np.mean(resampled, axis=0))
+    return float(np.mean(points)), float(low), float(high)
 
 
 def configurations(trials: pd.DataFrame, hyperparameters: list[str]):
@@ -60,6 +81,15 @@ def configurations(trials: pd.DataFrame, hyperparameters: list[str]):
     for config, group in frame.groupby(keys, sort=False, dropna=False):
         config = config if isinstance(config, tuple) else (config,)
         yield (dict(zip(keys, config)) if hyperparameters else {}), group
+
+
+def rows_of(frame: pd.DataFrame, config: pd.Series, hyperparameters: list[str]) -> pd.DataFrame:
+    """The rows of frame (trials, evaluations) that belong to a configuration (a summary row)."""
+    mask = np.ones(len(frame), bool)
+    for h in hyperparameters:
+        column = frame[h] if h in frame else pd.Series(np.nan, index=frame.index)
+        mask &= ((column == config[h]) | (column.isna() & pd.isna(config[h]))).to_numpy()
+    return frame[mask]
 
 
 def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int | None) -> pd.DataFrame:
@@ -90,14 +120,16 @@ def summarize(trials: pd.DataFrame, hyperparameters: list[str], seeds_asked: int
             row[f"{column} std"] = float(np.nanstd(values, ddof=1)) if np.sum(~np.isnan(values)) > 1 else np.nan
             row[f"{column} ci_low"], row[f"{column} ci_high"] = low, high
             row[f"{column} iqm"] = iqm(values)
+            row[f"{column} iqm ci_low"], row[f"{column} iqm ci_high"] = bootstrap_ci(values, _trimmed_mean)
         row["solved_share"] = float(group["solved"].sum()) / asked
-        solved_episodes = group.loc[group["solved"], "episodes_to_solve"]
-        row["median_episodes_to_solve"] = float(solved_episodes.median()) if len(solved_episodes) else np.nan
+        times, solved = time_to_solve(group)
+        row[EPISODES_TO_SOLVE] = median_time_to_solve(times, solved) if len(times) else np.nan
+        row[f"{EPISODES_TO_SOLVE} ci_low"], row[f"{EPISODES_TO_SOLVE} ci_high"] = median_time_interval(times, solved)
         row["incomplete"] = bool(row["seeds"] < asked or row["errored"] or row["unfinished"] or row["not_started"])
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary = summary.sort_values(
-        [f"{SUCCESS_MIN} mean", "solved_share", "median_episodes_to_solve"],
+        [f"{SUCCESS_MIN} mean", "solved_share", EPISODES_TO_SOLVE],
         ascending=[False, False, True],
         na_position="last",
         kind="stable",

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..metrics import REWARD, STAGES, SUCCESS
+from .bootstrap import SETTINGS
+from .survival import EPISODES_TO_SOLVE
+
+EPISODES_TO_SOLVE_LABEL = "median episodes to solve (Kaplan-Meier)"
 
 
 def display_table(summary: pd.DataFrame, hyperparameters: list[str], latex: bool = False) -> pd.DataFrame:
-    """The paper table: configuration, seeds, per-stage success mean [95% CI] and IQM, solved share."""
+    """The paper table: configuration, seeds, per-stage success mean [95% CI] and IQM [95% CI],
+    solved share, the Kaplan-Meier median episodes to solve [95% CI]."""
     pm = r"$\pm$" if latex else "±"
     rows = []
     for _, row in summary.iterrows():
@@ -23,12 +29,11 @@ def display_table(summary: pd.DataFrame, hyperparameters: list[str], latex: bool
         out["seeds (final/asked)"] = seeds + (f" ({', '.join(notes)})" if notes else "")
         for stage, column in zip(STAGES, SUCCESS):
             out[f"{stage} success"] = mean_ci(row, column, std=pm)
-            out[f"{stage} IQM"] = format_number(row[column + " iqm"])
+            out[f"{stage} IQM"] = interval_text(row, column + " iqm")
         for stage, column in zip(STAGES, REWARD):
             out[f"{stage} reward"] = mean_ci(row, column)
         out["solved (all stages >= 0.99)"] = f"{row['solved_share']:.0%}"
-        median = row["median_episodes_to_solve"]
-        out["median episodes to solve"] = "-" if pd.isna(median) else f"{median:,.0f}"
+        out[EPISODES_TO_SOLVE_LABEL] = interval_text(row, EPISODES_TO_SOLVE, digits=0)
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -38,6 +43,23 @@ def mean_ci(row: pd.Series, column: str, std: str | None = None) -> str:
     spread = f" {std} {format_number(row[column + ' std'])}" if std else ""
     low, high = format_number(row[column + " ci_low"]), format_number(row[column + " ci_high"])
     return f"{row[column + ' mean']:.3f}{spread} [{low}, {high}]"
+
+
+def interval_text(row: pd.Series, name: str, digits: int = 3) -> str:
+    """'0.873 [0.738, 1.000]' from the columns name, name ci_low, name ci_high; digits=0 for
+    episodes ('71,680 [46,080, inf]')."""
+    point = row[name]
+    if pd.isna(point):
+        return "-"
+
+    def form(value) -> str:
+        if pd.isna(value):
+            return "-"
+        if np.isinf(value):
+            return "inf"
+        return f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
+
+    return f"{form(point)} [{form(row[f'{name} ci_low'])}, {form(row[f'{name} ci_high'])}]"
 
 
 def format_config(row: pd.Series, hyperparameters: list[str]) -> str:
@@ -72,6 +94,8 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
 def caption_for(name: str) -> str:
     return (
         f"Experiment {name}: final greedy success (share of correct answers) per stage, "
-        f"mean $\\pm$ std over seeds [95\\% percentile-bootstrap CI] and interquartile mean; mean reward "
-        f"with the shaping bonus [95\\% CI]; the share of seeds reaching $\\geq$ 0.99 success on every stage."
+        f"mean $\\pm$ std over seeds [95\\% percentile-bootstrap CI] and interquartile mean [95\\% CI]; mean "
+        f"reward with the shaping bonus [95\\% CI]; the share of seeds reaching $\\geq$ 0.99 success on every "
+        f"stage, and the Kaplan-Meier median training episodes until they do (seeds that never do censored, "
+        f"not dropped; inf: fewer than half do) [95\\% bootstrap CI]; {SETTINGS} for every interval."
     )
