@@ -159,7 +159,7 @@ def check_report_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {str(out)!r} is a file; give a folder")
     check_writable(next(p for p in (out, *out.parents) if p.exists()), "--out")
-    if (out / "summary.csv").exists() and not overwrite:
+    if ((out / "summary.csv").exists() or (out / "comparison.csv").exists()) and not overwrite:
         raise ConfigError(
             f"--out: {out} already holds a report; pass --overwrite to replace it, or choose another --out"
         )

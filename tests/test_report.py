@@ -272,5 +272,8 @@ def test_cli_report_and_comparison(tmp_path, capsys):
     assert list(pd.read_csv(comparison / "performance_profile.csv")["configuration"].unique()) == ["best", "weak"]
     latex = (comparison / "comparison.tex").read_text()
     assert "tab:probability-of-improvement" in latex and "0.667 [0.667, 0.667]" in latex
+    before = (comparison / "comparison.md").read_text()
+    assert main(["report", str(other / "handmade"), str(other / "handmade"), "--out", str(comparison)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (comparison / "comparison.md").read_text() == before
     assert main(["report", str(other / "handmade"), "--labels", "a,b"]) == 2
     assert "--labels" in capsys.readouterr().err
