@@ -4,6 +4,7 @@ a library call: the torch thread count and glibc's allocator thresholds."""
 from __future__ import annotations
 
 import ctypes
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,6 +29,20 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cpu_description() -> str:
+    """The CPU model and the instruction set torch's kernels use on it, e.g. 'Intel(R) Xeon(R)
+    Processor, AVX512'. Trained numbers are bit-identical for one pair, not across: kernels for
+    other instruction sets round differently in the last bit, and a long training amplifies that
+    (measured in results/tutorial_search_confirm/README.md)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.partition(":")[2].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:  # not Linux
+        pass
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def keep_freed_memory() -> None:

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .evaluation import evaluation_metrics
 from .experiment import META_FILE, STATE_FILE
 from .metrics import HYPERPARAMETER_PREFIX, OBJECTIVES, SCHEDULE_KEY, SOLVED, SOLVED_SHARE, SUCCESS_MIN
-from .runtime import apply_process_settings
+from .runtime import apply_process_settings, cpu_description
 from .schedule import change_hyperparameters, values_in_effect
 from .state import Evaluation, TrainState, new_population
 from .train import final_evaluation, finished, run_updates
@@ -122,7 +122,7 @@ def run_trial(
         load_trial_state(members, saved, mutable)
     for run in members:
         follow_mutations(run, train_config, mutable)
-    node_id = ray.get_runtime_context().get_node_id()
+    node_id, cpu = ray.get_runtime_context().get_node_id(), cpu_description()
     reported_final = False
 
     def report(members: list[TrainState]) -> None:
@@ -146,6 +146,7 @@ def run_trial(
             "eval_episodes": per_member[0]["eval_episodes"],
             "node_id": node_id,
             "device": str(members[0].device),
+            "cpu": cpu,
             "rss_mib": resident_mib(),
         }
         if population:  # keyed by seed: Tune logs each member's metrics as scalars (members/seed3/...)

@@ -22,6 +22,7 @@ from test_sweep import ROOT, TINY_TRAIN, direct_final, hp, kill_session, results
 from distributed_agent.cli import main
 from distributed_agent.config import ConfigError
 from distributed_agent.report import build_report
+from distributed_agent.runtime import cpu_description
 from distributed_agent.spec import parse_spec
 from distributed_agent.storage import StorageFull
 from distributed_agent.sweep import run_sweep
@@ -182,7 +183,9 @@ def test_the_ray_session_folder_is_removed_at_the_end_of_a_sweep(tmp_path):
     spec = parse_spec({"name": "private", "train": {**TINY_TRAIN, "updates": 10}, "seeds": 1})
     path = run_sweep(spec, storage=str(tmp_path), verbose=0)
     assert set(Path(tempfile.gettempdir()).glob("da-ray-*")) == before  # nothing left behind
-    assert build_report(path).trials["status"].tolist() == ["terminated"]
+    trials = build_report(path).trials
+    assert trials["status"].tolist() == ["terminated"]
+    assert trials["cpu"].tolist() == [cpu_description()]  # what the numbers were made on, per trial
 
 
 class Exploit:

@@ -152,6 +152,19 @@ def test_summary_statistics_match_independent_computations(tmp_path):
     assert c["stopped_early"] == 1 and c["unfinished"] == 1 and c["seeds_asked"] == 8
 
 
+def test_trials_on_different_kinds_of_cpu_are_named_and_warned_about(tmp_path):
+    run = make_experiment(tmp_path)
+    for index, folder in enumerate(sorted(run.glob("trial_a_*"))):
+        cpu = "AMD EPYC, AVX2" if index < 3 else "Intel Xeon, AVX512"
+        lines = [json.loads(line) | {"cpu": cpu} for line in (folder / "result.json").read_text().splitlines()]
+        (folder / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = build_report(run)
+    assert any("trials ran on 2 kinds of CPU (AMD EPYC, AVX2; Intel Xeon, AVX512)" in w for w in report.warnings)
+    write_report(report, tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Trained on: Intel Xeon, AVX512 (5 trials); AMD EPYC, AVX2 (3 trials)." in summary
+
+
 def test_probability_of_improvement_is_the_pairwise_share():
     x = [[0.9, 0.8, 0.7], [1.0, 1.0, 0.5]]
     y = [[0.8, 0.6], [1.0, 0.2]]

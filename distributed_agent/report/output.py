@@ -51,7 +51,9 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
         "accuracy), mean [95% bootstrap CI]; solved = every stage >= 0.99 at the final evaluation; "
         f"{EPISODES_TO_SOLVE_LABEL}: seeds that never solve are censored at the episodes they trained, not "
         f"dropped (inf: fewer than half solve) [95% bootstrap CI over seeds]. Every interval: {SETTINGS}."
-        "\n\n" + to_markdown(table)
+        + trained_on(report.trials)
+        + "\n\n"
+        + to_markdown(table)
     )
     written[3].write_text(to_latex(latex_table, caption_for(report.name), f"tab:{report.name}"))
     aggregates = aggregate_table(report.trials, report.hyperparameters)
@@ -81,6 +83,14 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     if not report.schedules.empty:  # pbt
         written += write_schedules(report, out_dir)
     return written
+
+
+def trained_on(trials: pd.DataFrame) -> str:
+    """' Trained on: CPU (N trials).' for each kind of CPU the trials ran on (none recorded: '')."""
+    counts = trials["cpu"].replace("", pd.NA).dropna().value_counts() if "cpu" in trials else pd.Series()
+    if counts.empty:
+        return ""
+    return " Trained on: " + "; ".join(f"{cpu} ({n} trials)" for cpu, n in counts.items()) + "."
 
 
 def write_figures(shown: list[tuple[str, pd.DataFrame, pd.DataFrame]], out_dir: Path, title: str) -> list[Path]:

@@ -106,6 +106,7 @@ def build_report(run_dir: str | Path) -> Report:
                     "updates": member_last.get("update", np.nan),
                     "wall_time_s": last.get("time_total_s", np.nan),
                     "node": last.get("node_id", last.get("hostname", "")),
+                    "cpu": last.get("cpu", ""),
                     "failures": failures,
                     "attempts": len(record.attempts),
                     "solved": bool(member_last.get("final", 0)) and member_last.get(SUCCESS_MIN, 0) >= SOLVED,
@@ -137,6 +138,12 @@ def build_report(run_dir: str | Path) -> Report:
                     else "continue it with --resume"
                 )
             )
+    cpus = sorted(c for c in trials.get("cpu", pd.Series(dtype=str)).dropna().unique() if c)
+    if len(cpus) > 1:
+        problems.append(
+            f"trials ran on {len(cpus)} kinds of CPU ({'; '.join(cpus)}): numbers are bit-reproducible on one "
+            "kind, not across kinds (kernels round differently; a long training amplifies it)"
+        )
     stopped = int((trials["status"] == "stopped early").sum())
     if stopped:
         problems.append(
