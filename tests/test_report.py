@@ -10,6 +10,7 @@ from scipy import stats
 
 from distributed_agent.cli import main
 from distributed_agent.report import build_report, load_report, probability_of_improvement, write_report
+from distributed_agent.report.tables import caption_for
 
 GOOD = [0.99, 1.0, 1.0, 0.995, 1.0, 0.97, 1.0, 0.999]  # stage-2 success of the 8 seeds of config A
 WEAK = [0.1, 0.3, 0.2, 0.25, 0.15, 0.4]  # config B (6 of 8 seeds; see below)
@@ -238,6 +239,7 @@ def test_written_tables_and_plots(tmp_path):
     latex = (tmp_path / "out" / "summary.tex").read_text()
     assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
     assert "\\caption{Experiment handmade" in latex
+    assert "Experiment under\\_score:" in caption_for("under_score")  # LaTeX-safe names
     assert pd.read_csv(tmp_path / "out" / "trials.csv").shape[0] == 18
     trials, summary = load_report(tmp_path / "handmade")
     assert len(trials) == 18 and len(summary) == 3

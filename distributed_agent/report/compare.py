@@ -12,12 +12,12 @@ from ..config import ConfigError
 from ..metrics import STAGES, SUCCESS
 from .aggregate import aggregate_table
 from .bootstrap import SETTINGS
-from .output import latex_text, write_figures
+from .output import write_figures
 from .plots import comparison_plot
 from .reading import Report
 from .stats import probability_of_improvement, rows_of
 from .survival import EPISODES_TO_SOLVE
-from .tables import EPISODES_TO_SOLVE_LABEL, format_config, interval_text, mean_ci, to_latex, to_markdown
+from .tables import EPISODES_TO_SOLVE_LABEL, format_config, interval_text, latex_text, mean_ci, to_latex, to_markdown
 
 
 def select_config(report: Report, wanted: dict | None) -> pd.Series:

@@ -28,6 +28,7 @@ from .tables import (
     display_table,
     format_config,
     interval_text,
+    latex_text,
     mean_ci,
     to_latex,
     to_markdown,
@@ -120,10 +121,6 @@ def write_figures(shown: list[tuple[str, pd.DataFrame, pd.DataFrame]], out_dir: 
         plot(frame, out_dir / f"{name}.png", title)
         written.append(out_dir / f"{name}.png")
     return written
-
-
-def latex_text(text: str) -> str:
-    return text.replace("%", r"\%").replace("_", r"\_")
 
 
 def write_schedules(report: Report, out_dir: Path) -> list[Path]:

@@ -84,16 +84,22 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
-    latex_safe = table.rename(columns=lambda c: c.replace("_", r"\_").replace(">=", r"$\geq$"))
-    latex_safe = latex_safe.map(lambda v: str(v).replace("%", r"\%").replace("_", r"\_"))
+    latex_safe = table.rename(columns=latex_text).map(lambda v: latex_text(str(v)))
     return latex_safe.style.hide(axis="index").to_latex(
         caption=caption, label=label, hrules=True, column_format="l" * len(table.columns), position="htbp"
     )
 
 
+def latex_text(text: str) -> str:
+    """Plain text for LaTeX: % and _ escaped, comparisons in math mode (text-mode > prints as an
+    inverted question mark in the default font encoding)."""
+    text = text.replace("%", r"\%").replace("_", r"\_")
+    return text.replace(">=", r"$\geq$").replace(" > ", r" $>$ ")
+
+
 def caption_for(name: str) -> str:
     return (
-        f"Experiment {name}: final greedy success (share of correct answers) per stage, "
+        f"Experiment {latex_text(name)}: final greedy success (share of correct answers) per stage, "
         f"mean $\\pm$ std over seeds [95\\% percentile-bootstrap CI] and interquartile mean [95\\% CI]; mean "
         f"reward with the shaping bonus [95\\% CI]; the share of seeds reaching $\\geq$ 0.99 success on every "
         f"stage, and the Kaplan-Meier median training episodes until they do (seeds that never do censored, "
