@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,optuna,pb2,mlflow,wandb]"
 	touch $@
 
-.PHONY: sweep train test test-slow
+.PHONY: sweep train test test-slow test-cluster
 sweep: $(BIN)/.installed
 	$(BIN)/distributed-agent sweep
 
@@ -22,3 +22,6 @@ test: $(BIN)/.installed
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -m slow
+
+test-cluster: $(BIN)/.installed
+	$(BIN)/python -m pytest -m cluster

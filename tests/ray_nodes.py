@@ -1,0 +1,138 @@
+"""A Ray cluster of separate processes on this machine, for tests: a head and worker nodes started
+with `ray start`, each with its own temporary folder and ports, token authentication on, and every
+process it started found (and killed) by process id, never by `ray stop`, which would stop every
+Ray on the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).parent / "ray")
+PORTS_PER_NODE = 60  # 10 named ports, then a range for the node's workers
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive ports that are free now."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size >= 65000:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {size} consecutive free ports")
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            table[int(entry)] = (parent, command)
+    return table
+
+
+class RayNodes:
+    """`nodes = RayNodes(tmp_path); nodes.start_head(); nodes.add_worker(cpus=1)`; `nodes.address`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.token = secrets.token_hex(32)
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        self.env.pop("RAY_ADDRESS", None)
+        self.folders: list[Path] = []
+        self.node_manager_ports: dict[Path, int] = {}
+        self.address = ""
+
+    def _start(self, name: str, *arguments: str) -> Path:
+        folder = Path(f"/tmp/da-test-{os.getpid()}-{name}")  # short: Ray's socket paths must fit 107 bytes
+        base = free_port_block(PORTS_PER_NODE)
+        ports = {
+            "--node-manager-port": base,
+            "--object-manager-port": base + 1,
+            "--dashboard-agent-listen-port": base + 2,
+            "--dashboard-agent-grpc-port": base + 3,
+            "--metrics-export-port": base + 4,
+            "--runtime-env-agent-port": base + 5,
+            "--min-worker-port": base + 10,
+            "--max-worker-port": base + PORTS_PER_NODE - 1,
+        }
+        self.folders.append(folder)
+        self.node_manager_ports[folder] = base
+        command = [RAY, "start", *arguments, "--node-ip-address=127.0.0.1", f"--temp-dir={folder}"]
+        command += ["--disable-usage-stats", *(f"{flag}={port}" for flag, port in ports.items())]
+        log = self.root / f"{name}.log"
+        with open(log, "w") as out:
+            started = subprocess.run(command, env=self.env, stdout=out, stderr=subprocess.STDOUT, timeout=120)
+        if started.returncode:
+            raise RuntimeError(f"ray start ({name}) failed: {log.read_text()[-2000:]}")
+        return folder
+
+    def start_head(self) -> None:
+        port = free_port_block(1)
+        self._start("head", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false")
+        self.address = f"127.0.0.1:{port}"
+
+    def add_worker(self, name: str, cpus: int) -> Path:
+        return self._start(name, f"--address={self.address}", f"--num-cpus={cpus}")
+
+    def node_ids(self) -> dict[Path, str]:
+        """folder -> Ray node id of each node started here, asked of the cluster by a separate driver."""
+        script = (
+            "import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print(json.dumps({n['NodeManagerPort']: n['NodeID'] for n in ray.nodes()}))"
+        )
+        command = [sys.executable, "-c", script, self.address]
+        out = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        by_port = {int(port): node for port, node in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+        return {folder: by_port[port] for folder, port in self.node_manager_ports.items()}
+
+    def processes_of(self, folder: Path) -> set[int]:
+        """The processes of the node whose temporary folder is `folder`: those naming it, and their
+        descendants (its workers)."""
+        table = process_table()
+        found = {pid for pid, (_, command) in table.items() if str(folder) in command and pid != os.getpid()}
+        grown = True
+        while grown:
+            children = {pid for pid, (parent, _) in table.items() if parent in found} - found
+            found |= children
+            grown = bool(children)
+        return found
+
+    def kill(self, folder: Path) -> set[int]:
+        """Kill a node as a crash or an out-of-memory kill does: SIGKILL to each of its processes."""
+        victims = self.processes_of(folder)
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return victims
+
+    def stop(self) -> None:
+        for folder in self.folders:
+            self.kill(folder)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(self.processes_of(f) for f in self.folders):
+            time.sleep(0.2)
+        for folder in self.folders:
+            subprocess.run(["rm", "-rf", str(folder)], check=False)
