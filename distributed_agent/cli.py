@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -155,6 +156,39 @@ def command_sweep(args) -> int:
     return 0
 
 
+def command_slurm(args) -> int:
+    from .slurm import plan_job, sbatch_script, submit
+
+    job = plan_job(args)
+    words = [a for a in sys.argv[1:] if a != "--dry-run"]
+    script = sbatch_script(job, "distributed-agent " + " ".join(shlex.quote(a) for a in words))
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    job_id = submit(script)
+    output = job.output.replace("%j", job_id)
+    print(f"Submitted Slurm job {job_id}: {job.nodes} node(s) x {job.cpus_per_node} CPUs, sweep {job.name}")
+    print(f"  progress: tail -f {output}")
+    print(f"  results:  {job.storage}/{job.name} (report: distributed-agent report {job.storage}/{job.name})")
+    print(f"  cancel:   scancel {job_id}; continue later with the same command and --resume")
+    return 0
+
+
+def command_ray_node(args) -> int:
+    from .slurm import free_port, ray_start_command, wait_for_nodes
+
+    if args.free_port:
+        print(free_port())
+        return 0
+    if args.wait:
+        wait_for_nodes(args.wait, args.nodes, args.timeout)
+        return 0
+    if args.head == bool(args.address):
+        raise ConfigError("ray-node: give --head (with --port and --ip) or --address HEAD:PORT")
+    command = ray_start_command(args)
+    os.execv(command[0], command)  # srun's signals reach `ray start --block` itself
+
+
 def check_report_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {str(out)!r} is a file; give a folder")
@@ -248,6 +282,40 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--verbose", action="store_true", help="Tune's own tables instead of one progress line")
     output.add_argument("--quiet", action="store_true", help="print only the final summary")
     sweep.set_defaults(run=command_sweep)
+
+    slurm = commands.add_parser("slurm", help="run a sweep on a Slurm allocation: write and submit an sbatch script")
+    slurm.add_argument("spec", help="experiment YAML, or a packaged spec's name")
+    slurm.add_argument("--nodes", type=int, required=True, help="nodes to allocate")
+    slurm.add_argument("--cpus-per-node", type=int, required=True, help="CPUs per node (one trial per CPU)")
+    slurm.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0)")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    slurm.add_argument("--time", help="time limit: MINUTES, HH:MM:SS or D-HH:MM:SS")
+    slurm.add_argument(
+        "--storage",
+        default="runs",
+        help="where the sweep writes, seen by every node: a shared file-system path or a URI (default runs/)",
+    )
+    slurm.add_argument("--resume", action="store_true", help="continue the experiment of an interrupted job")
+    slurm.add_argument("--output", help="the job's log file (default slurm-NAME-%%j.out here; %%j: the job id)")
+    slurm.add_argument(
+        "--sbatch", action="append", default=[], metavar="--OPTION[=VALUE]", help="another sbatch option (repeatable)"
+    )
+    slurm.add_argument("--dry-run", action="store_true", help="print the sbatch script instead of submitting it")
+    slurm.set_defaults(run=command_slurm)
+
+    node = commands.add_parser("ray-node", help="(used by the Slurm job script) start Ray on this node")
+    node.add_argument("--head", action="store_true", help="start the head")
+    node.add_argument("--address", help="join the head at HEAD_IP:PORT")
+    node.add_argument("--ip", help="the head's IP address")
+    node.add_argument("--port", type=int, help="the head's port")
+    node.add_argument("--cpus", type=int, default=1)
+    node.add_argument("--gpus", type=int, default=0)
+    node.add_argument("--temp-dir", help="this node's Ray folder")
+    node.add_argument("--free-port", action="store_true", help="print a free port of this node and exit")
+    node.add_argument("--wait", metavar="HEAD_IP:PORT", help="wait until --nodes nodes are up there")
+    node.add_argument("--nodes", type=int, default=1)
+    node.add_argument("--timeout", type=float, default=300)
+    node.set_defaults(run=command_ray_node)
 
     report = commands.add_parser("report", help="tables and plots of one experiment, or a comparison of several")
     report.add_argument(

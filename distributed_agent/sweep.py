@@ -192,26 +192,33 @@ def _tune_distribution(dimension):
     }[dimension.kind]()
 
 
-def open_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> ExperimentLock:
-    """Check, create (or reopen) and lock the experiment folder, before Ray starts."""
+def check_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> None:
+    """Refuse, creating nothing, to start over an existing experiment, to resume a missing one, or
+    to resume one with a changed spec (also checked by `slurm` before it submits a job)."""
     where = storage.uri_of(spec.name)
-    lock = ExperimentLock(storage, spec.name)
+    if resume and not storage.exists(spec.name):
+        raise ConfigError(f"--resume: no experiment to resume at {where}")
+    if not resume and storage.exists(spec.name):
+        raise ConfigError(exists_message(where))
     if resume:
-        if not storage.exists(spec.name):
-            raise ConfigError(f"--resume: no experiment to resume at {where}")
-        lock.acquire()
-        try:
-            check_saved_spec(spec, storage)
-        except BaseException:
-            lock.release()
-            raise
-        return lock
-    exists = (
+        check_saved_spec(spec, storage)
+
+
+def exists_message(where: str) -> str:
+    return (
         f"experiment folder {where} exists; continue it with --resume, or change the spec's name or --storage "
         "(nothing is overwritten)"
     )
-    if storage.exists(spec.name):
-        raise ConfigError(exists)
+
+
+def open_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> ExperimentLock:
+    """Check, create (or reopen) and lock the experiment folder, before Ray starts."""
+    check_experiment(spec, storage, resume)
+    where = storage.uri_of(spec.name)
+    lock = ExperimentLock(storage, spec.name)
+    if resume:
+        lock.acquire()
+        return lock
     try:
         if storage.local:
             Path(storage.root).mkdir(parents=True, exist_ok=True)
@@ -219,7 +226,7 @@ def open_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> Exp
         else:
             storage.make_dirs(spec.name)
     except FileExistsError:
-        raise ConfigError(exists) from None
+        raise ConfigError(exists_message(where)) from None
     except OSError as error:
         if is_storage_full(error):
             raise StorageFull(f"{where}: {error.strerror}") from None

@@ -9,32 +9,15 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from distributed_agent.slurm import free_port_block
+
 RAY = str(Path(sys.executable).parent / "ray")
 PORTS_PER_NODE = 60  # 10 named ports, then a range for the node's workers
-
-
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive ports that are free now."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size >= 65000:
-            continue
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError(f"no {size} consecutive free ports")
 
 
 def process_table() -> dict[int, tuple[int, str]]:
