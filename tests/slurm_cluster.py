@@ -112,6 +112,12 @@ class SlurmCluster:
         out = subprocess.run(["squeue", "-h", "-o", "%i"], env=self.env, capture_output=True, text=True)
         return out.stdout.split()
 
+    def running(self) -> list[str]:
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], env=self.env, capture_output=True, text=True
+        )
+        return out.stdout.split()
+
     def wait_until_done(self, job: str, timeout: float) -> None:
         deadline = time.time() + timeout
         while job in self.jobs():

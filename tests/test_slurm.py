@@ -167,6 +167,24 @@ def test_a_cancelled_job_is_resumed_by_a_second_job_with_nothing_lost(slurm, tmp
     assert not ray_processes_of(first) and not ray_processes_of(second)
 
 
+@pytest.mark.cluster
+def test_two_jobs_sharing_a_node_pick_different_ports_and_both_finish(slurm, tmp_path, monkeypatch, capsys):
+    jobs = []
+    for name, seeds in (("first_of_two", [21, 22]), ("second_of_two", [23, 24])):
+        path = write_spec(tmp_path, {**SPEC, "name": name, "seeds": seeds})
+        argv = ["slurm", str(path), "--nodes", "1", "--cpus-per-node", "1", "--storage", str(tmp_path / "shared")]
+        jobs.append(submit(slurm, monkeypatch, capsys, [*argv, "--output", str(tmp_path / "job-%j.out")]))
+    deadline = time.time() + 300
+    while time.time() < deadline and len(set(slurm.running()) & set(jobs)) < 2:
+        time.sleep(0.5)
+    assert set(slurm.running()) >= set(jobs), "the two jobs did not run at the same time"
+    for job in jobs:
+        slurm.wait_until_done(job, timeout=600)
+    for job, name in zip(jobs, ("first_of_two", "second_of_two")):
+        output = (tmp_path / f"job-{job}.out").read_text()
+        assert f"Experiment {name}: 2 terminated" in output, output[-3000:]
+
+
 def test_the_job_script_runs_ray_node_which_refuses_a_half_given_role(capsys):
     assert main(["ray-node", "--cpus", "1"]) == 2
     assert "give --head" in capsys.readouterr().err
