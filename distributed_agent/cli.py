@@ -180,6 +180,11 @@ def command_ray_node(args) -> int:
     if args.free_port:
         print(free_port())
         return 0
+    if args.node_ip:
+        from ray.util import get_node_ip_address
+
+        print(get_node_ip_address())
+        return 0
     if args.wait:
         wait_for_nodes(args.wait, args.nodes, args.timeout)
         return 0
@@ -312,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--gpus", type=int, default=0)
     node.add_argument("--temp-dir", help="this node's Ray folder")
     node.add_argument("--free-port", action="store_true", help="print a free port of this node and exit")
+    node.add_argument("--node-ip", action="store_true", help="print this node's address as Ray sees it and exit")
     node.add_argument("--wait", metavar="HEAD_IP:PORT", help="wait until --nodes nodes are up there")
     node.add_argument("--nodes", type=int, default=1)
     node.add_argument("--timeout", type=float, default=300)

@@ -132,7 +132,9 @@ export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0  # a stopped node stops at once (
 
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 HEAD=${{NODES[0]}}
-HEAD_IP=$(hostname --ip-address | awk '{{print $1}}')  # this script runs on the first node
+# This script runs on the first node; its address as Ray sees it (the interface of the default
+# route: `hostname --ip-address` gives 127.0.1.1 where /etc/hosts maps the host name there).
+HEAD_IP=$("$PYTHON" -m distributed_agent ray-node --node-ip)
 PORT=$("$PYTHON" -m distributed_agent ray-node --free-port)
 STEPS=()
 stop_ray() {{  # SIGTERM to each node's `ray start --block` (step N of this job): it stops its node's Ray

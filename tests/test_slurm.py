@@ -192,3 +192,7 @@ def test_the_job_script_runs_ray_node_which_refuses_a_half_given_role(capsys):
         [sys.executable, "-m", "distributed_agent", "ray-node", "--free-port"], capture_output=True, text=True
     )
     assert port.returncode == 0 and 1024 < int(port.stdout) < 65536
+    address = subprocess.run(
+        [sys.executable, "-m", "distributed_agent", "ray-node", "--node-ip"], capture_output=True, text=True
+    )
+    assert address.returncode == 0 and len(address.stdout.strip().split(".")) == 4
