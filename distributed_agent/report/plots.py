@@ -45,7 +45,7 @@ def _band(axis, x, rows: pd.DataFrame, column: str, index: int, label: str, step
 def learning_curves_plot(efficiency: pd.DataFrame, path: Path, title: str) -> None:
     """Per stage, the IQM of greedy success over seeds against training episodes, with its band."""
     panels = {f"{column} iqm": f"stage {stage}" for stage, column in enumerate(SUCCESS)}
-    ylabel = "greedy success (IQM over seeds, 95% bootstrap band)"
+    ylabel = "greedy success (IQM over seeds, 95% band)"
     _episode_panels(efficiency, panels, ylabel, f"{title}: learning curves", path)
 
 
@@ -54,7 +54,7 @@ def sample_efficiency_plot(efficiency: pd.DataFrame, path: Path, title: str) -> 
     panels = {
         name: f"{name.upper() if name == 'iqm' else name} of success over seeds x stages" for name in ("iqm", "mean")
     }
-    ylabel = "greedy success (95% stratified-bootstrap band)"
+    ylabel = "greedy success (95% band)"
     _episode_panels(efficiency, panels, ylabel, f"{title}: sample efficiency", path)
 
 
@@ -71,8 +71,9 @@ def _episode_panels(efficiency: pd.DataFrame, panels: dict[str, str], ylabel: st
     axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(
-        f"{title}\n(a seed that stopped once solved carries its final value forward; "
-        "curves end where a seed stopped without a final evaluation)"
+        f"{title}\nBands: 95% bootstrap intervals, seeds resampled (within each stage). A seed that stopped\n"
+        "once solved carries its final value forward; a curve ends where a seed stopped without a final evaluation.",
+        fontsize=10,
     )
     _save(fig, path)
 
