@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .spec import load_spec, spec_path
 from .storage import open_storage
 from .sweep import check_experiment
 
+RAY = str(Path(sys.executable).parent / "ray")  # the `ray` command of this environment
 WORKER_PORTS = 200  # per node: the dashboard agent's port, then the range for the node's workers
 SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")  # minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,-]+$")
@@ -197,7 +199,7 @@ def free_port_block(size: int) -> int:
 def ray_start_command(args) -> list[str]:
     """`ray start --block` for this node, with free ports for those whose defaults are fixed."""
     base = free_port_block(WORKER_PORTS)
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--block", "--disable-usage-stats"]
+    command = [RAY, "start", "--block", "--disable-usage-stats"]
     command += [f"--num-cpus={args.cpus}", f"--num-gpus={args.gpus}", f"--temp-dir={args.temp_dir}"]
     command += [f"--dashboard-agent-listen-port={base}", f"--min-worker-port={base + 1}"]
     command += [f"--max-worker-port={base + WORKER_PORTS - 1}"]
@@ -210,8 +212,6 @@ def ray_start_command(args) -> list[str]:
 
 def wait_for_nodes(address: str, nodes: int, timeout: float) -> None:
     """Return once `nodes` Ray nodes are alive at address (raises ConfigError after timeout)."""
-    import time
-
     import ray
 
     deadline = time.time() + timeout

@@ -196,12 +196,12 @@ def check_experiment(spec: ExperimentSpec, storage: Storage, resume: bool) -> No
     """Refuse, creating nothing, to start over an existing experiment, to resume a missing one, or
     to resume one with a changed spec (also checked by `slurm` before it submits a job)."""
     where = storage.uri_of(spec.name)
-    if resume and not storage.exists(spec.name):
-        raise ConfigError(f"--resume: no experiment to resume at {where}")
-    if not resume and storage.exists(spec.name):
-        raise ConfigError(exists_message(where))
     if resume:
+        if not storage.exists(spec.name):
+            raise ConfigError(f"--resume: no experiment to resume at {where}")
         check_saved_spec(spec, storage)
+    elif storage.exists(spec.name):
+        raise ConfigError(exists_message(where))
 
 
 def exists_message(where: str) -> str:

@@ -1,22 +1,11 @@
 """Test-session housekeeping."""
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-
-
-def in_use(folder: Path) -> bool:
-    """Whether a running process names the folder (a Ray still running there)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if str(folder) in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                return True
-        except OSError:
-            continue
-    return False
+from processes import processes_naming
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,5 +20,5 @@ def remove_kept_ray_folders():
     if not Path("/proc").is_dir():
         return
     for folder in set(root.glob("da-ray-*")) - before:
-        if not in_use(folder):
+        if not processes_naming(str(folder)):
             shutil.rmtree(folder, ignore_errors=True)

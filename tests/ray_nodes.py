@@ -8,30 +8,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from distributed_agent.slurm import free_port_block
+from processes import kill, process_table
 
-RAY = str(Path(sys.executable).parent / "ray")
+from distributed_agent.slurm import RAY, free_port_block
+
 PORTS_PER_NODE = 60  # 10 named ports, then a range for the node's workers
-
-
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            table[int(entry)] = (parent, command)
-    return table
 
 
 class RayNodes:
@@ -93,10 +79,10 @@ class RayNodes:
         """The processes of the node whose temporary folder is `folder`: those naming it, and their
         descendants (its workers)."""
         table = process_table()
-        found = {pid for pid, (_, command) in table.items() if str(folder) in command and pid != os.getpid()}
+        found = {pid for pid, p in table.items() if str(folder) in p.command and pid != os.getpid()}
         grown = True
         while grown:
-            children = {pid for pid, (parent, _) in table.items() if parent in found} - found
+            children = {pid for pid, p in table.items() if p.parent in found} - found
             found |= children
             grown = bool(children)
         return found
@@ -104,11 +90,7 @@ class RayNodes:
     def kill(self, folder: Path) -> set[int]:
         """Kill a node as a crash or an out-of-memory kill does: SIGKILL to each of its processes."""
         victims = self.processes_of(folder)
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill(victims)
         return victims
 
     def stop(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from processes import processes_naming
 from slurm_cluster import SlurmCluster, install_slurm
 from test_sweep import TINY_TRAIN
 
@@ -99,17 +100,8 @@ def submit(slurm, monkeypatch, capsys, argv) -> str:
     return printed.split("Submitted Slurm job ", 1)[1].split(":", 1)[0]
 
 
-def ray_processes_of(job: str) -> list[str]:
-    marker = f"/tmp/da-ray-{job}/"
-    pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    found = []
-    for pid in pids:
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                found.append(pid)
-        except OSError:
-            pass
-    return found
+def ray_processes_of(job: str) -> set[int]:
+    return processes_naming(f"/tmp/da-ray-{job}/")
 
 
 def assert_as_if_undisturbed(experiment: Path, spec: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import ray.cloudpickle
 import yaml
+from processes import kill, process_table
 
 from distributed_agent.bookkeeping import Bookkeeping
 from distributed_agent.config import ConfigError, TrainConfig
@@ -260,16 +261,7 @@ def test_quarter_gpu_trials_run_four_at_a_time_on_one_gpu_and_choose_cuda(tmp_pa
 
 
 def session_processes(session_id: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == session_id:  # field 6 of stat: the session id
-                pids.append(int(entry.name))
-    return pids
+    return [pid for pid, p in process_table().items() if p.session == session_id]
 
 
 def kill_session(session_id: int) -> None:
@@ -277,11 +269,7 @@ def kill_session(session_id: int) -> None:
         pids = session_processes(session_id)
         if not pids:
             return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill(pids)
         time.sleep(1)
 
 
