@@ -74,3 +74,12 @@ def test_population_benchmark_prints_a_row_per_size_and_population():
     assert len(re.findall(r"aten::\w+ +\d+ us +\(\d+ calls", out)) >= 4 * 8, out  # rows of each table
     rows = [line for line in out.splitlines() if re.match(r"^\s+8\s+(8|12)\s+(1|2)\s", line)]
     assert len(rows) == 4 and all(re.search(r"\d+\.\d\dx\s+\d+\.\d$", row) for row in rows), out
+
+
+def test_compare_trials_matches_trials_by_swept_values_and_seed_not_by_their_ids(tmp_path):
+    header = "trial_id,lr,seed,status,success/stage0,success/stage1,success/stage2,success/min,episodes,solved\n"
+    before, after = tmp_path / "before.csv", tmp_path / "after.csv"
+    before.write_text(header + "a_0,0.1,1,terminated,1,1,0.5,0.5,900,False\na_1,0.1,2,terminated,1,1,1,1,300,True\n")
+    after.write_text(header + "z_9,0.1,2,terminated,1,1,1,1,300,True\nz_8,0.1,1,terminated,1,1,0.25,0.25,900,False\n")
+    out = run("compare_trials.py", "--files", str(before), str(after))
+    assert out.strip() == "1 of 2 trials identical; seeds solved 1 -> 1; success/min mean 0.750 -> 0.625"
