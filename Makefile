@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,optuna,pb2,mlflow,wandb]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,optuna,pb2,mlflow,wandb,baselines]"
 	touch $@
 
 .PHONY: sweep train test test-slow test-cluster

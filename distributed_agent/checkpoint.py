@@ -22,18 +22,15 @@ EXECUTION_FIELDS = ("device", "num_threads", "members_per_step")  # may differ b
 
 
 def member_state(run: TrainState) -> dict:
+    if run.config.agent != "ours":
+        from . import baselines
+
+        return baselines.member_state(run)
     state = {
-        "config": run.config.to_dict(),
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "generator": run.generator.get_state(),
-        "curriculum": run.curriculum.state_dict(),
-        "update": run.update,
-        "episodes": run.episodes,
-        "seconds": run.seconds,
-        "last_loss": run.last_loss,
-        "history": [asdict(e) for e in run.history],
-        "changes": run.changes,
+        **progress_state(run),
     }
     for method in run.exploration:
         if method.checkpoint_key:
@@ -43,6 +40,10 @@ def member_state(run: TrainState) -> dict:
 
 def load_member_state(run: TrainState, state: dict) -> None:
     """Load a member's saved state; the fields its schedule had changed take their saved values."""
+    if run.config.agent != "ours":
+        from . import baselines
+
+        return baselines.load_member_state(run, state)
     saved = TrainConfig.from_dict(state["config"], where="checkpoint config")
     run.config = run.config.replace(**{name: getattr(saved, name) for name in scheduled_fields(run.config)})
     run.model.load_state_dict(state["model"])
@@ -50,10 +51,28 @@ def load_member_state(run: TrainState, state: dict) -> None:
     for group in run.optimizer.param_groups:  # the run's own learning rate, not the one saved
         group["lr"] = run.config.lr
     run.generator.set_state(state["generator"])
-    run.curriculum.load_state_dict(state["curriculum"])
     for method in run.exploration:
         if method.checkpoint_key:
             method.load_state_dict(state[method.checkpoint_key])
+    load_progress(run, state)
+
+
+def progress_state(run) -> dict:
+    """What every agent's run saves besides its learner: config, curriculum, counters, history."""
+    return {
+        "config": run.config.to_dict(),
+        "curriculum": run.curriculum.state_dict(),
+        "update": run.update,
+        "episodes": run.episodes,
+        "seconds": run.seconds,
+        "last_loss": run.last_loss,
+        "history": [asdict(e) for e in run.history],
+        "changes": run.changes,
+    }
+
+
+def load_progress(run, state: dict) -> None:
+    run.curriculum.load_state_dict(state["curriculum"])
     run.update = state["update"]
     run.episodes = state["episodes"]
     run.seconds = state["seconds"]

@@ -11,6 +11,7 @@ This module is a leaf: the algorithm modules import their option names from here
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import re
 from dataclasses import dataclass, fields
@@ -22,6 +23,13 @@ CURRICULA = ("one_stage", "mixed", "mastery")
 INVALID_ACTION_RULES = ("noop", "end")
 ACTION_SPACES = ("all", "tools")
 POLICY_HEADS = ("shared", "per_stage")
+SB3_AGENTS = ("ppo", "a2c", "recurrent_ppo")  # Stable-Baselines3's PPO and A2C, sb3-contrib's RecurrentPPO
+AGENTS = ("ours", *SB3_AGENTS)
+# `needs` conditions of a knob: a value other than its default needs this field to hold one of these values.
+DECLARED = ("variant", ("declared",))
+OURS = ("agent", ("ours",))
+BASELINES = ("agent", SB3_AGENTS)
+CLIPPED = ("agent", ("ppo", "recurrent_ppo"))
 DEVICES = (re.compile(r"^(auto|cpu|cuda(:\d+)?)$"), "auto, cpu, cuda, cuda:N")  # (pattern, what it allows)
 # The value "tutorial" once named the tutorial's choice of four different fields; it is still
 # read (old specs, checkpoints) and stands for the name below.
@@ -50,11 +58,12 @@ def knob(
     above=None,
     at_least=None,
     at_most=None,
-    declared_only: bool = False,
+    needs: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ):
     """A TrainConfig field: `doc` is its one-line help; `allowed` its values (strings), or a
     `pattern` (regex, what it allows), or bounds `above` (exclusive), `at_least`, `at_most`
-    (inclusive); `declared_only`: a non-default value needs variant declared. Sizes have an
+    (inclusive); `needs`: (field, values) pairs, a non-default value needs each such field to hold
+    one of its values (e.g. DECLARED: variant declared). Sizes have an
     `at_most` that no machine this tool targets exceeds."""
     rule = {
         "doc": doc,
@@ -63,7 +72,7 @@ def knob(
         "above": above,
         "at_least": at_least,
         "at_most": at_most,
-        "declared_only": declared_only,
+        "needs": needs,
     }
     if isinstance(default, list):  # a mutable default: each config gets its own copy
         return dataclasses.field(default_factory=lambda: list(default), metadata=rule)
@@ -84,40 +93,91 @@ class TrainConfig:
     )
     answer_shaping: float = knob(0.2, "weight of the partial credit for answering an intermediate value", at_least=0)
     path_shaping: float = knob(
-        0.0, "bonus for passing the stage-2 solution's machine states", at_least=0, declared_only=True
+        0.0, "bonus for passing the stage-2 solution's machine states", at_least=0, needs=(DECLARED,)
     )
     invalid_action: str = knob(
         "noop",
         "what an invalid token does: noop (costs its step) or end (ends the episode without answer)",
         allowed=INVALID_ACTION_RULES,
-        declared_only=True,
+        needs=(DECLARED,),
     )
     action_space: str = knob("all", "tokens the policy may emit: all 18, or the six tools", allowed=ACTION_SPACES)
     # exploration (each method is one module of distributed_agent/exploration/)
     novelty_bonus: float = knob(
-        0.0, "weight of the count-based bonus for rarely seen machine states", at_least=0, declared_only=True
+        0.0, "weight of the count-based bonus for rarely seen machine states", at_least=0, needs=(DECLARED, OURS)
     )
     explore_epsilon: float = knob(
-        0.0, "share of training tokens drawn uniformly from the allowed ones", at_least=0, at_most=1
+        0.0, "share of training tokens drawn uniformly from the allowed ones", at_least=0, at_most=1, needs=(OURS,)
     )
     explore_decay_episodes: int | None = knob(
-        None, "episodes over which epsilon falls linearly to 0; null: constant", above=0
+        None, "episodes over which epsilon falls linearly to 0; null: constant", above=0, needs=(OURS,)
     )
-    self_imitation: float = knob(0.0, "weight of the self-imitation loss on replayed correct episodes", at_least=0)
+    self_imitation: float = knob(
+        0.0, "weight of the self-imitation loss on replayed correct episodes", at_least=0, needs=(OURS,)
+    )
     self_imitation_batch: int = knob(
-        64, "replayed episodes per update (split evenly over stages)", above=0, at_most=2**16
+        64, "replayed episodes per update (split evenly over stages)", above=0, at_most=2**16, needs=(OURS,)
     )
-    self_imitation_capacity: int = knob(1024, "correct episodes kept per stage (the newest)", above=0, at_most=2**20)
+    self_imitation_capacity: int = knob(
+        1024, "correct episodes kept per stage (the newest)", above=0, at_most=2**20, needs=(OURS,)
+    )
+    # who learns
+    agent: str = knob(
+        "ours",
+        "ours (the GRU actor-critic), or a baseline on the Gymnasium environment (gym_env.py, the [baselines] "
+        "extra): Stable-Baselines3 ppo or a2c, or sb3-contrib recurrent_ppo",
+        allowed=AGENTS,
+    )
+    parallel_envs: int = knob(
+        16, "baselines: episodes played at once (SB3's n_envs)", above=0, at_most=4096, needs=(BASELINES,)
+    )
+    rollout_steps: int | None = knob(
+        None,
+        "baselines: steps per environment per rollout (SB3's n_steps); null: SB3's default (2048 ppo, 128 "
+        "recurrent_ppo, 5 a2c)",
+        above=0,
+        at_most=2**20,
+        needs=(BASELINES,),
+    )
+    minibatch_size: int | None = knob(
+        None,
+        "ppo, recurrent_ppo: minibatch size (SB3's batch_size); null: SB3's default",
+        above=0,
+        at_most=2**20,
+        needs=(CLIPPED,),
+    )
+    epochs: int | None = knob(
+        None,
+        "ppo, recurrent_ppo: passes over each rollout (SB3's n_epochs); null: SB3's default (10)",
+        above=0,
+        at_most=1000,
+        needs=(CLIPPED,),
+    )
+    clip_range: float | None = knob(
+        None, "ppo, recurrent_ppo: PPO's clipping range; null: SB3's default (0.2)", above=0, needs=(CLIPPED,)
+    )
+    gamma: float | None = knob(
+        None, "baselines: discount; null: SB3's default (0.99)", above=0, at_most=1, needs=(BASELINES,)
+    )
+    gae_lambda: float | None = knob(
+        None, "baselines: GAE lambda; null: SB3's default (0.95; a2c 1.0)", at_least=0, at_most=1, needs=(BASELINES,)
+    )
+    observe_step: bool = knob(
+        False, "baselines: the observation also counts the tokens emitted (a clock)", needs=(BASELINES,)
+    )
     # model
     init: str = knob(
         "batch_mean",
         "initial GRU state: batch_mean (the tutorial's: every episode starts "
         "from the batch's mean context) or episode (its own context)",
         allowed=INITS,
+        needs=(OURS,),
     )
-    hidden_size: int = knob(96, "GRU and embedding width", above=0, at_most=4096)
+    hidden_size: int = knob(
+        96, "GRU and embedding width; baselines: width of each MLP layer (two), or of the LSTM", above=0, at_most=4096
+    )
     policy_head: str = knob(
-        "shared", "policy outputs: shared, or per_stage (one block per stage)", allowed=POLICY_HEADS
+        "shared", "policy outputs: shared, or per_stage (one block per stage)", allowed=POLICY_HEADS, needs=(OURS,)
     )
     # algorithm
     loss: str = knob(
@@ -125,15 +185,16 @@ class TrainConfig:
         "A2C loss: summed_baseline (the tutorial's: every token counts, "
         "baseline = sum of values) or masked (tokens after ANS masked, per-step baseline)",
         allowed=LOSSES,
+        needs=(OURS,),
     )
     lr: float = knob(3e-4, "Adam learning rate", above=0)
     entropy_coef: float = knob(0.01, "weight of the entropy bonus", at_least=0)
     newest_stage_entropy_coef: float | None = knob(
-        None, "entropy weight on the newest stage's episodes; null: entropy_coef", at_least=0
+        None, "entropy weight on the newest stage's episodes; null: entropy_coef", at_least=0, needs=(OURS,)
     )
     value_coef: float = knob(0.5, "weight of the value loss", at_least=0)
     grad_clip: float = knob(1.0, "maximum gradient norm", above=0)
-    normalize_advantage: bool = knob(False, "masked loss: normalise advantages over the batch")
+    normalize_advantage: bool = knob(False, "masked loss: normalise advantages over the batch", needs=(OURS,))
     # curriculum and schedule
     curriculum: str = knob(
         "one_stage",
@@ -159,6 +220,7 @@ class TrainConfig:
         "hyperparameter changes during training: [{update: U, FIELD: value, ...}, ...], each applied "
         "before update U+1 (U = 0: from the start); FIELD any number field marked schedulable "
         "(e.g. the best schedule a PBT search found, replayed)",
+        needs=(OURS,),
     )
     # execution
     seed: int = knob(0, "seed of the weights, the tasks and the sampling", at_least=0, at_most=MAX_SEED)
@@ -184,13 +246,16 @@ class TrainConfig:
                 object.__setattr__(self, field.name, value := float(value))
             _check_rule(field, value)
         object.__setattr__(self, "schedule", _checked_schedule(self))
-        if self.variant != "declared":
-            for field in fields(self):
-                if field.metadata["declared_only"] and getattr(self, field.name) != field.default:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            for name, values in field.metadata["needs"]:
+                if getattr(self, name) not in values and value != _default(field):
                     raise ConfigError(
-                        f"{field.name}: applies to variant declared only "
-                        f"(got {getattr(self, field.name)!r} with {self.variant})"
+                        f"{field.name}: applies to {name} {' or '.join(values)} only "
+                        f"(got {value!r} with {getattr(self, name)})"
                     )
+        if self.agent in SB3_AGENTS and importlib.util.find_spec("sb3_contrib") is None:
+            raise ConfigError(f"agent: {self.agent} needs the baselines extra: pip install -e '.[baselines]'")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -202,7 +267,7 @@ class TrainConfig:
         rows = []
         for f in fields(cls):
             old_name = f"; 'tutorial' is read as {f.default}" if f.name in TUTORIAL_ALIASES else ""
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            default = _default(f)
             rows.append((f.name, repr(default), f"{_allowed_text(f)}: {f.metadata['doc']}{old_name}"))
         return rows
 
@@ -222,6 +287,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _default(field):
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def schedulable_fields() -> list[str]:

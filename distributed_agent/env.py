@@ -126,6 +126,7 @@ class Outcome:
     answer: torch.Tensor  # LongTensor[B]: value at ANS (meaningless where answer_set is False)
     answer_set: torch.Tensor  # BoolTensor[B]: ANS found a value to give
     target: torch.Tensor  # LongTensor[B]: what `correct` compares the answer with
+    length: torch.Tensor  # LongTensor[B]: tokens used, its ending one (ANS, an ending invalid token) included
     machine_states: torch.Tensor | None = None  # declared: LongTensor[B, T], MACHINE_STATES codes, -1 once over
 
     def rows(self, start: int, stop: int) -> Outcome:
@@ -150,6 +151,11 @@ class ToolEnv:
         self.answer_shaping = answer_shaping
         self.path_shaping = path_shaping
         self.invalid_action = invalid_action
+
+    @property
+    def steps_read(self) -> int:
+        """Tokens of a program that are read: max_len, at most 7 under the tutorial's rules."""
+        return min(self.max_len, TUTORIAL_MAX_STEPS) if self.variant == "shifted" else self.max_len
 
     def sample(self, batch: int, stage, generator: torch.Generator):
         """Operands LongTensor[B, 5] and the padded context LongTensor[B, L].
@@ -179,11 +185,13 @@ class ToolEnv:
     def run(self, actions: torch.Tensor, operands: torch.Tensor, stage) -> Outcome:
         stage = _stage_tensor(stage, operands)
         if self.variant == "shifted":
-            answer, answer_set, answered = self._run_shifted(actions, operands, stage)
+            answer, answer_set, answered, length = self._run_shifted(actions, operands, stage)
             g0, g1, g2, _, _ = intermediate_goals(operands)
             target = torch.where(stage == 0, g0, torch.where(stage == 1, g1, g2))
         else:
-            answer, answer_set, answered, path_progress, machine_states = self._run_declared(actions, operands, stage)
+            answer, answer_set, answered, length, path_progress, machine_states = self._run_declared(
+                actions, operands, stage
+            )
             target = declared_target(operands, stage)
         correct = answered & answer_set & (answer == target)
         reward = self._reward(correct, answer, answer_set & answered, operands, stage)
@@ -198,6 +206,7 @@ class ToolEnv:
             answer,
             answer_set,
             target,
+            length,
             machine_states if self.variant == "declared" else None,
         )
 
@@ -231,7 +240,9 @@ class ToolEnv:
         subtrahend = torch.where(stage > 0, d, 0)
         subtrahend_with_mem = torch.where(stage == 2, e, subtrahend)
         stage2, de = stage == 2, d * e
+        length = torch.zeros_like(a)
         for t in range(min(actions.shape[1], TUTORIAL_MAX_STEPS)):
+            length += ~done
             token = torch.where(done, EOS, actions[:, t])  # after ANS every token is a no-op
             is_mul, is_rcl = token == MUL, (token == RCL) & mem_set
             last = torch.where(is_mul, torch.where(last_set, last * multiplier, product), last)
@@ -242,7 +253,7 @@ class ToolEnv:
             last_set = last_set | is_mul | is_rcl
             mem_set = mem_set | (token == STO)
             done = done | (token == ANS)
-        return last, last_set, done
+        return last, last_set, done, length
 
     def _run_declared(self, actions, operands, stage):
         batch, steps = actions.shape
@@ -256,11 +267,12 @@ class ToolEnv:
         acc_set = torch.zeros_like(acc, dtype=torch.bool)
         mem_set, pending_set, done, ended_invalid = (acc_set.clone() for _ in range(4))
         milestones = torch.zeros((batch, 3), dtype=torch.bool, device=operands.device)
-        cursor = torch.zeros_like(acc)
+        cursor, length = torch.zeros_like(acc), torch.zeros_like(acc)
         machine_states = torch.full((batch, steps), -1, dtype=torch.long, device=operands.device)
         for t in range(steps):
             token = actions[:, t]
             live = ~done
+            length += live
             binary = live & acc_set & ((token == MUL) | (token == ADD) | (token == SUB))
             right_from_context = binary & ~pending_set & (cursor < shown)
             right = torch.where(pending_set, pending, padded[rows, cursor])
@@ -296,4 +308,4 @@ class ToolEnv:
             code = acc_set.long() + 2 * mem_set.long() + 4 * pending_set.long() + 8 * cursor
             machine_states[:, t] = torch.where(live, code, -1)
         answered = done & ~ended_invalid
-        return acc, acc_set, answered, milestones.float().mean(1), machine_states
+        return acc, acc_set, answered, length, milestones.float().mean(1), machine_states

@@ -36,6 +36,10 @@ def evaluation_generator(run: TrainState, tag: int) -> torch.Generator:
 def greedy_rollouts(members: list[TrainState], stage: int, episodes: int, generators: list[torch.Generator]):
     """(operands [K, N, 5], actions [K, N, T], outcome of K*N episodes): `episodes` greedy
     episodes of one stage per member, each drawn from the member's generator, rolled out together."""
+    if members[0].config.agent != "ours":
+        from . import baselines
+
+        return baselines.greedy_rollouts(members, stage, episodes, generators)
     env = members[0].env
     for run in members:
         run.model.eval()

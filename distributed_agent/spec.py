@@ -185,7 +185,8 @@ def spec_path(where: str | Path) -> Path:
     if path.name == str(where) and packaged.is_file():
         return packaged
     raise ConfigError(
-        f"spec: no such file {str(where)!r}; give a path or a packaged spec's name ({', '.join(packaged_specs())})"
+        f"spec: no such file {str(where)!r}; give a path or the name of one of the {len(packaged_specs())} packaged "
+        f"specs in {PACKAGED_SPECS}, e.g. default, fixed, tutorial"
     )
 
 
@@ -288,6 +289,8 @@ def parse_spec(raw, default_name: str = "experiment") -> ExperimentSpec:
     if scheduler in POPULATION_BASED:
         if not mutations:
             raise ConfigError(f"mutations: scheduler {scheduler} needs at least one field to mutate")
+        if train.agent != "ours" or any(dimension.name == "agent" for dimension in search):
+            raise ConfigError(f"scheduler: {scheduler} changes our agent's fields while it trains; needs agent ours")
         if search_alg != "random":
             raise ConfigError(f"search_alg: scheduler {scheduler} chooses configurations itself; use random")
         if seeds_per_trial != len(seeds):

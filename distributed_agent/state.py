@@ -66,6 +66,10 @@ class Batch:
 
 def new_run(config: TrainConfig) -> TrainState:
     """A run at update 0: its weights, tasks and sampling all follow from config.seed."""
+    if config.agent != "ours":  # a Stable-Baselines3 agent (the [baselines] extra)
+        from . import baselines
+
+        return baselines.new_run(config)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the model's initial weights
     env = ToolEnv(config.variant, config.max_len, config.answer_shaping, config.path_shaping, config.invalid_action)

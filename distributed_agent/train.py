@@ -67,6 +67,10 @@ def run_updates(
     eval_every updates. A member that solved stops: its weights and numbers stay as they were.
     Each member's `seconds` gains its share of the population's time."""
     config = members[0].config
+    if config.agent != "ours":
+        from . import baselines
+
+        return baselines.run_updates(members, callback, until)
     until = config.updates if until is None else min(until, config.updates)
     while active := [run for run in members if run.update < until and not solved(run)]:
         started = time.perf_counter()

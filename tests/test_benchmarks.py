@@ -83,3 +83,11 @@ def test_compare_trials_matches_trials_by_swept_values_and_seed_not_by_their_ids
     after.write_text(header + "z_9,0.1,2,terminated,1,1,1,1,300,True\nz_8,0.1,1,terminated,1,1,0.25,0.25,900,False\n")
     out = run("compare_trials.py", "--files", str(before), str(after))
     assert out.strip() == "1 of 2 trials identical; seeds solved 1 -> 1; success/min mean 0.750 -> 0.625"
+
+
+def test_peers_benchmark_prints_every_agent_and_the_ratio():
+    pytest.importorskip("sb3_contrib", reason="the baselines extra is not installed")
+    out = run("peers.py", "--rounds", "1", "--seconds", "0.2", "--batch", "16", "--n-steps", "8", "--envs", "4")
+    rows = {line.split()[0]: line for line in out.splitlines() if re.search(r"\d+\.\d\dx$", line)}
+    assert set(rows) == {"ours", "ppo", "a2c", "recurrent_ppo"}, out
+    assert rows["ours"].endswith(" 1.00x")

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -197,4 +198,7 @@ def test_a_packaged_spec_is_found_by_name_from_any_folder(tmp_path, monkeypatch,
     assert load_spec("memory_ws_ablation_no_novelty.yaml").train.novelty_bonus == 0.0
     assert main(["sweep", "no_such_spec", "--storage", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert "no such file 'no_such_spec'" in err and "memory_pbt" in err and len(err.strip().splitlines()) == 1
+    assert "no such file 'no_such_spec'" in err and len(err.strip().splitlines()) == 1
+    folder = re.search(r"packaged specs in (\S+),", err).group(1)  # where to look, every spec there
+    count = len(list(Path(folder).glob("*.yaml")))
+    assert (Path(folder) / "memory_pbt.yaml").is_file() and f"one of the {count} " in err
