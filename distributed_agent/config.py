@@ -267,8 +267,9 @@ class TrainConfig:
         rows = []
         for f in fields(cls):
             old_name = f"; 'tutorial' is read as {f.default}" if f.name in TUTORIAL_ALIASES else ""
+            needs = "".join(f" [{name} {' or '.join(values)} only]" for name, values in f.metadata["needs"])
             default = _default(f)
-            rows.append((f.name, repr(default), f"{_allowed_text(f)}: {f.metadata['doc']}{old_name}"))
+            rows.append((f.name, repr(default), f"{_allowed_text(f)}: {f.metadata['doc']}{old_name}{needs}"))
         return rows
 
     @classmethod

@@ -219,3 +219,5 @@ def test_fields_lists_every_train_field_with_what_is_allowed(capsys):
     variant = next(line for line in lines if line.startswith("variant "))
     assert "shifted | declared" in variant and "'tutorial' is read as shifted" in variant
     assert "an integer in 1..65536" in next(line for line in lines if line.startswith("batch_size "))
+    novelty = next(line for line in lines if line.startswith("novelty_bonus "))
+    assert novelty.endswith("[variant declared only] [agent ours only]")  # what a non-default value needs
