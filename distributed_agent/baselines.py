@@ -178,11 +178,8 @@ def new_run(config: TrainConfig) -> BaselineRun:
     if config.agent == "recurrent_ppo":
         policy_kwargs.update(lstm_hidden_size=width, net_arch=[width])
     hyperparameters = {sb3: getattr(config, ours) for ours, sb3 in SB3_NAMES.items()}
+    # None leaves SB3's default; A2C's are always None (config.py refuses PPO-only values for it).
     hyperparameters = {name: value for name, value in hyperparameters.items() if value is not None}
-    if config.agent == "a2c":
-        hyperparameters = {
-            k: v for k, v in hyperparameters.items() if k not in ("batch_size", "n_epochs", "clip_range")
-        }
     with own_random_streams():
         model = algorithm(
             policy,

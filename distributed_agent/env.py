@@ -152,6 +152,11 @@ class ToolEnv:
         self.path_shaping = path_shaping
         self.invalid_action = invalid_action
 
+    @classmethod
+    def of(cls, config) -> ToolEnv:
+        """The rules a TrainConfig names."""
+        return cls(config.variant, config.max_len, config.answer_shaping, config.path_shaping, config.invalid_action)
+
     @property
     def steps_read(self) -> int:
         """Tokens of a program that are read: max_len, at most 7 under the tutorial's rules."""

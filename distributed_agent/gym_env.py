@@ -43,13 +43,14 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .config import ConfigError, TrainConfig
+from .config import VARIANTS, ConfigError, TrainConfig
 from .curriculum import Curriculum
 from .env import EOS, NUM_STAGES, OPERANDS_SHOWN, TOOL_TOKENS, VOCAB_SIZE, ToolEnv, tokens_to_text
 
 NOT_SHOWN = 10  # the observation of an operand the stage does not show
 NO_TOKEN = VOCAB_SIZE  # the previous token before the first
-ENV_IDS = {variant: f"distributed_agent/ToolUse-{variant}-v0" for variant in ("shifted", "declared")}
+ENV_IDS = {variant: f"distributed_agent/ToolUse-{variant}-v0" for variant in VARIANTS}
+SHOWN_PER_STAGE = torch.tensor(OPERANDS_SHOWN)
 StageSource = Callable[[torch.Tensor], torch.Tensor]  # episode numbers LongTensor[k] -> their stages
 
 
@@ -70,7 +71,7 @@ def tool_env(
         invalid_action=invalid_action,
         action_space=action_space,
     )
-    return ToolEnv(config.variant, config.max_len, config.answer_shaping, config.path_shaping, config.invalid_action)
+    return ToolEnv.of(config)
 
 
 def checked_stage(stage) -> int:
@@ -114,7 +115,7 @@ class Episodes:
         self.over[slots] = False
 
     def observations(self) -> np.ndarray:
-        shown = torch.arange(5) < torch.tensor(OPERANDS_SHOWN)[self.stages][:, None]
+        shown = torch.arange(5) < SHOWN_PER_STAGE[self.stages][:, None]
         operands = torch.where(shown, self.operands, NOT_SHOWN)
         last = self.actions.gather(1, (self.steps - 1).clamp(min=0)[:, None])[:, 0]
         previous = torch.where(self.steps > 0, last, NO_TOKEN)

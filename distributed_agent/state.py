@@ -72,7 +72,7 @@ def new_run(config: TrainConfig) -> TrainState:
         return baselines.new_run(config)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # the model's initial weights
-    env = ToolEnv(config.variant, config.max_len, config.answer_shaping, config.path_shaping, config.invalid_action)
+    env = ToolEnv.of(config)
     action_mask = None
     if config.action_space == "tools":
         action_mask = torch.zeros(VOCAB_SIZE, dtype=torch.bool, device=device)
