@@ -11,6 +11,7 @@ threads used. Rounds alternate between the two sides so that machine noise hits 
     python benchmarks/population.py                        # K 1 4 16 64, batch 192 256, hidden 64 96
     python benchmarks/population.py --device cuda --members 64 1024 --batches 192 --hiddens 96
     python benchmarks/population.py --members 1 8 16 --batches 192 --hiddens 96 --phases
+    python benchmarks/population.py --members 16 --batches 192 --hiddens 96 --torch-cell  # without gru_kernels
     python benchmarks/population.py --members 8 --batches 192 --hiddens 96 --rounds 1 --profile
     python benchmarks/population.py --members 1 2 --batches 8 --hiddens 8 --updates 2 --rounds 1  # smoke
 """
@@ -25,6 +26,7 @@ import time
 import torch
 from tutorial_reference import ReferenceUpdate
 
+from distributed_agent import gru_kernels
 from distributed_agent.config import TrainConfig
 from distributed_agent.model import StackedWeights, population_forward
 from distributed_agent.runtime import apply_process_settings
@@ -106,15 +108,21 @@ def main():
     parser.add_argument("--phases", action="store_true", help="also print where a member's update time goes")
     parser.add_argument("--profile", action="store_true", help="also print the costliest operations (torch.profiler)")
     parser.add_argument(
-        "--members-per-step", default="8", help="TrainConfig.members_per_step: a count, or 'all' (one batched step)"
+        "--members-per-step",
+        default=str(TrainConfig.members_per_step),
+        help="TrainConfig.members_per_step (default: its default): a count, or 'all' (one batched step)",
+    )
+    parser.add_argument(
+        "--torch-cell", action="store_true", help="the GRU cell as torch operations, not the CPU kernels (gru_kernels)"
     )
     args = parser.parse_args()
+    gru_kernels.enabled = not args.torch_cell
     torch.set_num_threads(args.threads)
     synchronize = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     print(
         f"torch {torch.__version__}, project on {args.device} with {args.threads} thread(s), reference on 1 CPU "
         f"thread; median of {args.rounds} rounds of {args.updates} updates; episodes per second per core; "
-        f"members_per_step {args.members_per_step}"
+        f"members_per_step {args.members_per_step}; GRU cell: {'torch ops' if args.torch_cell else 'CPU kernels'}"
     )
     print(f"{'batch':>6} {'hidden':>6} {'K':>5} {'reference':>10} {'population':>11} {'ratio':>7} {'ms/update':>10}")
     for batch in args.batches:

@@ -227,7 +227,7 @@ class TrainConfig:
     device: str = knob("auto", "where to train (auto: CUDA when available)", pattern=DEVICES)
     num_threads: int = knob(1, "torch threads of the process that trains", above=0, at_most=1024)
     members_per_step: int | None = knob(
-        8,
+        4,
         "members of a population updated together in one batched step (a larger population is stepped in "
         "chunks; the numbers are the same): small chunks stay in a CPU core's cache; null: the whole "
         "population at once (for a GPU)",

@@ -11,6 +11,11 @@ member's own product (benchmarks/batched_identity_probe.py), so a member trained
 gets the numbers of the same seed trained alone (tests/test_population.py). The one exception
 found, a batched product with a single output column (the value head), runs per member.
 Tested against the readable rollout in tests/test_model_and_loss.py; about 3x faster than it.
+
+The elementwise work of a cell step is `cell_forward_reference` and `cell_backward_reference`
+(torch operations, the specification and the path on other devices); on the CPU it runs as C++
+kernels with the same roundings (gru_kernels, gru_cell.cpp), one pass over memory each instead of a
+dozen operations (benchmarks/population.py --torch-cell compares them).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from . import gru_kernels
 from .env import CTX, EOS
 
 
@@ -193,17 +199,12 @@ class FusedRollout(torch.autograd.Function):
         hiddens[:, 0] = hidden
         b_hh_rows, b_pi_rows = b_hh.unsqueeze(1), b_pi.unsqueeze(1)
         w_hh_t, w_pi_t = w_hh.transpose(1, 2), w_pi.transpose(1, 2)
+        cell_forward = cell_forward_of(hidden)
         for t in range(steps):
-            previous, gates_t, candidate, next_hidden = hiddens[:, t], gates[t], candidates[t], hiddens[:, t + 1]
-            from_input = flat_table.index_select(0, (tokens[t] + table_offsets).view(-1)).view(members, batch, -1)
+            previous, next_hidden = hiddens[:, t], hiddens[:, t + 1]
             torch.baddbmm(b_hh_rows, previous, w_hh_t, out=from_hidden[t])
-            torch.sigmoid(from_input[..., : 2 * size] + from_hidden[t, ..., : 2 * size], out=gates_t)
-            # tanh(x) = 2 sigmoid(2x) - 1: the same value, and 3x faster than torch.tanh on CPU here.
-            pre_candidate = torch.addcmul(
-                from_input[..., 2 * size :], gates_t[..., :size], from_hidden[t, ..., 2 * size :]
-            )
-            torch.sigmoid(pre_candidate.mul_(2), out=candidate).mul_(2).sub_(1)
-            torch.addcmul(candidate, gates_t[..., size:], previous - candidate, out=next_hidden)
+            fed_in = tokens[t] + table_offsets  # rows of flat_table
+            cell_forward(flat_table, fed_in, from_hidden[t], previous, gates[t], candidates[t], next_hidden)
             if head_columns is None:
                 torch.baddbmm(b_pi_rows, next_hidden, w_pi_t, out=logits[t])
             else:
@@ -239,21 +240,14 @@ class FusedRollout(torch.autograd.Function):
         # (the first three are d(W_hh h + b_hh)) and d pre-candidate; d(W_ih x + b_ih) is blocks 1, 2
         # and 4 (n is taken before the reset gate). Neither gradient then needs a copy.
         grad_gates = hiddens.new_empty(members, steps, batch, 4 * size)
-        grad_from_hidden, grad_pre_candidate = grad_gates[..., : 3 * size], grad_gates[..., 3 * size :]
+        grad_from_hidden = grad_gates[..., : 3 * size]
+        cell_backward = cell_backward_of(hiddens)
         for t in reversed(range(steps)):
             # One step at a time, so that its factors are computed while they are still in cache.
-            reset, update = gates[t, ..., :size], gates[t, ..., size:]
-            candidate, previous = candidates[t], hiddens[:, t]
-            grad_reset, grad_update, grad_candidate_part = grad_from_hidden[:, t].split(size, -1)
-            grad_h = grad_hidden_out[:, t] + carry
-            to_pre_candidate = (1 - update) * (1 - candidate * candidate)
-            torch.mul(grad_h, to_pre_candidate, out=grad_pre_candidate[:, t])
-            to_pre_reset = from_hidden[t, ..., 2 * size :] * reset * (1 - reset)
-            torch.mul(grad_pre_candidate[:, t], to_pre_reset, out=grad_reset)
-            to_pre_update = (previous - candidate) * update * (1 - update)
-            torch.mul(grad_h, to_pre_update, out=grad_update)
-            torch.mul(grad_pre_candidate[:, t], reset, out=grad_candidate_part)
-            carry = torch.baddbmm(grad_h * update, grad_from_hidden[:, t], w_hh)
+            direct = cell_backward(
+                grad_hidden_out[:, t], carry, gates[t], candidates[t], hiddens[:, t], from_hidden[t], grad_gates[:, t]
+            )
+            carry = direct.baddbmm_(grad_from_hidden[:, t], w_hh)  # in place: no copy of `direct`
 
         flat_grad_hidden = grad_from_hidden.reshape(members, steps * batch, 3 * size)
         grad_w_hh = torch.bmm(flat_grad_hidden.transpose(1, 2), hiddens[:, :-1].reshape(members, steps * batch, size))
@@ -279,3 +273,49 @@ class FusedRollout(torch.autograd.Function):
             None,
             None,
         )
+
+
+def cell_forward_reference(table, row_index, from_hidden, previous, gates, candidate, next_hidden) -> None:
+    """One GRU-cell step of K members (nn.GRUCell's formulas), written into gates [K, B, 2d] (reset,
+    update), candidate [K, B, d] and next_hidden [K, B, d].
+
+    table [K * V, 3d]: W_ih x + b_ih of every member's tokens, row_index [K, B]: the rows fed in,
+    from_hidden [K, B, 3d]: W_hh h + b_hh, previous [K, B, d]: h. The specification of the CPU
+    kernels (gru_kernels.cell_forward_kernels), and the path on other devices.
+    """
+    size = previous.shape[-1]
+    from_input = table.index_select(0, row_index.view(-1)).view(*row_index.shape, -1)
+    torch.sigmoid(from_input[..., : 2 * size] + from_hidden[..., : 2 * size], out=gates)
+    pre_candidate = torch.addcmul(from_input[..., 2 * size :], gates[..., :size], from_hidden[..., 2 * size :])
+    # tanh(x) = 2 sigmoid(2x) - 1: the same value, and 3x faster than torch.tanh on CPU here.
+    torch.sigmoid(pre_candidate.mul_(2), out=candidate).mul_(2).sub_(1)
+    torch.addcmul(candidate, gates[..., size:], previous - candidate, out=next_hidden)
+
+
+def cell_backward_reference(grad_out, carry, gates, candidate, previous, from_hidden, grad_gates) -> torch.Tensor:
+    """One step of backpropagation through the cell: writes grad_gates [K, B, 4d] (d reset,
+    d update, d(W_hn h + b_hn), d pre-candidate) and returns the part of d previous that does not
+    go through W_hh. grad_out: the step's own gradient, carry: what came back from the next step;
+    the rest as cell_forward_reference saved them. Specification of gru_kernels.cell_backward_kernels.
+    """
+    size = candidate.shape[-1]
+    reset, update = gates[..., :size], gates[..., size:]
+    grad_reset, grad_update, grad_candidate_part, grad_pre_candidate = grad_gates.split(size, -1)
+    grad_h = grad_out + carry
+    torch.mul(grad_h, (1 - update) * (1 - candidate * candidate), out=grad_pre_candidate)
+    torch.mul(grad_pre_candidate, from_hidden[..., 2 * size :] * reset * (1 - reset), out=grad_reset)
+    torch.mul(grad_h, (previous - candidate) * update * (1 - update), out=grad_update)
+    torch.mul(grad_pre_candidate, reset, out=grad_candidate_part)
+    return grad_h * update
+
+
+def cell_forward_of(tensor: torch.Tensor):
+    """The cell step for a tensor's device: the CPU kernels where they load, else the reference."""
+    kernels = gru_kernels.for_tensor(tensor)
+    return cell_forward_reference if kernels is None else functools.partial(gru_kernels.cell_forward_kernels, kernels)
+
+
+def cell_backward_of(tensor: torch.Tensor):
+    """The backward cell step for a tensor's device (see cell_forward_of)."""
+    kernels = gru_kernels.for_tensor(tensor)
+    return cell_backward_reference if kernels is None else functools.partial(gru_kernels.cell_backward_kernels, kernels)
