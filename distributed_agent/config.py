@@ -106,6 +106,13 @@ class TrainConfig:
     novelty_bonus: float = knob(
         0.0, "weight of the count-based bonus for rarely seen machine states", at_least=0, needs=(DECLARED, OURS)
     )
+    action_novelty_bonus: float = knob(
+        0.0,
+        "weight of the count-based bonus for rarely taken action prefixes (the agent's own tokens so far, per "
+        "stage, hashed): novelty that reads nothing of the environment",
+        at_least=0,
+        needs=(OURS,),
+    )
     explore_epsilon: float = knob(
         0.0, "share of training tokens drawn uniformly from the allowed ones", at_least=0, at_most=1, needs=(OURS,)
     )

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from distributed_agent.a2c import a2c_loss as population_loss
 from distributed_agent.a2c import steps_that_count
 from distributed_agent.env import ANS, EOS, MUL, ToolEnv
+from distributed_agent.exploration.action_novelty import ActionNovelty
 from distributed_agent.exploration.epsilon import EpsilonExploration
 from distributed_agent.model import ActorCritic, Rollout
 
@@ -200,6 +201,36 @@ def test_epsilon_exploration_draws_allowed_tokens_uniformly():
     frequencies = torch.bincount(actions.flatten(), minlength=18).float() / actions.numel()
     assert torch.allclose(frequencies[10:16], torch.full((6,), 1 / 6), atol=0.015)
     assert frequencies[:10].sum() == 0 and frequencies[16:].sum() == 0
+
+
+def test_action_novelty_counts_each_stage_and_prefix_up_to_the_last_token():
+    ADD, SUB = MUL + 1, MUL + 2
+    actions = torch.tensor(
+        [
+            [MUL, ADD, ANS, SUB],  # ends at ANS: 3 counted steps
+            [MUL, ADD, ANS, SUB],  # the same episode again
+            [MUL, ADD, ANS, SUB],  # the same tokens at another stage
+            [MUL, SUB, ANS, ADD],  # shares its first prefix with the first
+        ]
+    )
+    stages, length = torch.tensor([0, 0, 1, 0]), torch.tensor([3, 3, 3, 3])
+    episodes = SimpleNamespace(
+        rollout=SimpleNamespace(actions=actions), stages=stages, outcome=SimpleNamespace(length=length)
+    )
+    run = SimpleNamespace(config=SimpleNamespace(action_novelty_bonus=2.0))
+    novelty = ActionNovelty.build(run.config, None, "cpu")
+    cells, counted = novelty.cells(episodes)
+    assert counted.tolist() == [[True, True, True, False]] * 4
+    assert cells[0].tolist() == cells[1].tolist() and len(set(cells[:, :3].flatten().tolist())) == 3 + 3 + 2
+    assert cells[0, 0] == cells[3, 0] and cells[0, 1] != cells[3, 1] and cells[0, 0] != cells[2, 0]
+    assert novelty.reward_bonus(run, episodes).tolist() == [6.0] * 4  # nothing seen before this batch
+    # The second time a prefix seen n times earns 1/sqrt(1 + n): [MUL] at stage 0 was seen 3 times.
+    again = novelty.reward_bonus(run, episodes)
+    twice, once = 2 * (1 / 4**0.5 + 2 / 3**0.5), 2 * (1 / 4**0.5 + 2 / 2**0.5)
+    assert torch.allclose(again, torch.tensor([twice, twice, 6 / 2**0.5, once]))
+    restored = ActionNovelty.build(run.config, None, "cpu")
+    restored.load_state_dict(novelty.state_dict())
+    assert torch.equal(restored.visits, novelty.visits) and len(novelty.state_dict()["cells"]) == 8
 
 
 def test_replay_feeds_the_given_actions_and_scores_them_under_the_policy():
