@@ -22,6 +22,7 @@ LOSSES = ("summed_baseline", "masked")
 CURRICULA = ("one_stage", "mixed", "mastery")
 INVALID_ACTION_RULES = ("noop", "end")
 ACTION_SPACES = ("all", "tools")
+ACTION_NOVELTY_CELLS = ("prefix", "set", "last")
 POLICY_HEADS = ("shared", "per_stage")
 SB3_AGENTS = ("ppo", "a2c", "recurrent_ppo")  # Stable-Baselines3's PPO and A2C, sb3-contrib's RecurrentPPO
 AGENTS = ("ours", *SB3_AGENTS)
@@ -111,6 +112,13 @@ class TrainConfig:
         "weight of the count-based bonus for rarely taken action prefixes (the agent's own tokens so far, per "
         "stage, hashed): novelty that reads nothing of the environment",
         at_least=0,
+        needs=(OURS,),
+    )
+    action_novelty_cells: str = knob(
+        "prefix",
+        "what the action-novelty bonus counts, per stage: prefix (the tokens so far), set (the step and the "
+        "distinct tokens so far) or last (the step and its token)",
+        allowed=ACTION_NOVELTY_CELLS,
         needs=(OURS,),
     )
     explore_epsilon: float = knob(

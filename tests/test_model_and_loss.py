@@ -218,7 +218,7 @@ def test_action_novelty_counts_each_stage_and_prefix_up_to_the_last_token():
         rollout=SimpleNamespace(actions=actions), stages=stages, outcome=SimpleNamespace(length=length)
     )
     run = SimpleNamespace(config=SimpleNamespace(action_novelty_bonus=2.0))
-    novelty = ActionNovelty.build(run.config, None, "cpu")
+    novelty = ActionNovelty("prefix", "cpu")
     cells, counted = novelty.cells(episodes)
     assert counted.tolist() == [[True, True, True, False]] * 4
     assert cells[0].tolist() == cells[1].tolist() and len(set(cells[:, :3].flatten().tolist())) == 3 + 3 + 2
@@ -228,9 +228,16 @@ def test_action_novelty_counts_each_stage_and_prefix_up_to_the_last_token():
     again = novelty.reward_bonus(run, episodes)
     twice, once = 2 * (1 / 4**0.5 + 2 / 3**0.5), 2 * (1 / 4**0.5 + 2 / 2**0.5)
     assert torch.allclose(again, torch.tensor([twice, twice, 6 / 2**0.5, once]))
-    restored = ActionNovelty.build(run.config, None, "cpu")
+    restored = ActionNovelty("prefix", "cpu")
     restored.load_state_dict(novelty.state_dict())
     assert torch.equal(restored.visits, novelty.visits) and len(novelty.state_dict()["cells"]) == 8
+    # The other abstractions: the set of tokens so far forgets their order, `last` keeps only the token.
+    by_set, _ = ActionNovelty("set", "cpu").cells(episodes)
+    assert by_set[0, 1] != by_set[3, 1] and by_set[0, 2] != by_set[3, 2]  # {MUL, ADD} vs {MUL, SUB}
+    swapped = SimpleNamespace(**{**vars(episodes), "rollout": SimpleNamespace(actions=actions[:, [1, 0, 2, 3]])})
+    assert torch.equal(ActionNovelty("set", "cpu").cells(swapped)[0][:, 1:], by_set[:, 1:])
+    by_last, _ = ActionNovelty("last", "cpu").cells(episodes)
+    assert by_last[0, 2] == by_last[3, 2] and by_last[0, 1] != by_last[3, 1] and by_last[0, 0] != by_last[2, 0]
 
 
 def test_replay_feeds_the_given_actions_and_scores_them_under_the_policy():
