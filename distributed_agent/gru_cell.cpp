@@ -29,6 +29,12 @@ struct Rows {  // row (k, b) of a [K, B, n] view with a contiguous last axis
   float* operator()(int64_t k, int64_t b) const { return data + k * member_stride + b * episode_stride; }
 };
 
+const float* table_data(const torch::Tensor& flat_table) {  // [K * V, 3d], rows contiguous
+  TORCH_CHECK(flat_table.dim() == 2 && flat_table.stride(1) == 1 && flat_table.scalar_type() == torch::kFloat,
+              "gru_cell: expected a float [K * V, 3d] input table with contiguous rows");
+  return flat_table.data_ptr<float>();
+}
+
 // Calls row_work(k, b) for every row, in parallel over torch's intra-op threads (the rows are
 // independent, so the split does not change any number).
 template <typename RowWork>
@@ -45,7 +51,7 @@ void gates_preactivation(const torch::Tensor& flat_table, const torch::Tensor& r
                          torch::Tensor& gates) {
   const int64_t members = gates.size(0), batch = gates.size(1), width = gates.size(2);
   const Rows hidden_rows(from_hidden), gate_rows(gates);
-  const float* table = flat_table.data_ptr<float>();
+  const float* table = table_data(flat_table);
   const int64_t table_stride = flat_table.stride(0);
   const auto row_index = rows.accessor<int64_t, 2>();
   for_each_row(members, batch, [&](int64_t k, int64_t b) {
@@ -62,7 +68,7 @@ void candidate_preactivation(const torch::Tensor& flat_table, const torch::Tenso
                              const torch::Tensor& from_hidden, torch::Tensor& candidate) {
   const int64_t members = candidate.size(0), batch = candidate.size(1), size = candidate.size(2);
   const Rows gate_rows(gates), hidden_rows(from_hidden), candidate_rows(candidate);
-  const float* table = flat_table.data_ptr<float>();
+  const float* table = table_data(flat_table);
   const int64_t table_stride = flat_table.stride(0);
   const auto row_index = rows.accessor<int64_t, 2>();
   for_each_row(members, batch, [&](int64_t k, int64_t b) {
