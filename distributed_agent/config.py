@@ -121,6 +121,13 @@ class TrainConfig:
         allowed=ACTION_NOVELTY_CELLS,
         needs=(OURS,),
     )
+    rnd_bonus: float = knob(
+        0.0,
+        "weight of the random-network-distillation bonus on the agent's own GRU states (its error in units of "
+        "the first batch's): learned novelty that reads nothing of the environment",
+        at_least=0,
+        needs=(OURS,),
+    )
     explore_epsilon: float = knob(
         0.0, "share of training tokens drawn uniformly from the allowed ones", at_least=0, at_most=1, needs=(OURS,)
     )

@@ -90,7 +90,8 @@ def population_rollout(
     action_mask: torch.Tensor | None = None,
     forced: torch.Tensor | None = None,
 ):
-    """(actions [K, B, T], logits [K, B, T, V], values [K, B, T]) of every member's `rollout(...)`.
+    """(actions [K, B, T], logits [K, B, T, V], values [K, B, T], hidden states [K, B, T, d]) of
+    every member's `rollout(...)` (the hidden states after each step, a view that carries gradient).
 
     contexts: K tensors [B, L_k] (members' batches may show different stages, so differ in width),
     stage [K, B], noise [K, T, B, V] or None (greedy), action_mask [V] or None, forced [K, B, T] or
@@ -125,7 +126,7 @@ def population_rollout(
             for h, w, b in zip(hiddens.unbind(), weights.w_v.unbind(), weights.b_v.unbind())
         ]
     )
-    return actions, logits, values.squeeze(-1)
+    return actions, logits, values.squeeze(-1), hiddens.transpose(1, 2)
 
 
 def head_columns(stage: torch.Tensor, vocab: int, head_blocks: int) -> torch.Tensor | None:

@@ -23,9 +23,12 @@ class Rollout:
     actions: torch.Tensor  # LongTensor[B, T]
     logits: torch.Tensor  # FloatTensor[B, T, V], after the action mask
     values: torch.Tensor  # FloatTensor[B, T]
+    hiddens: torch.Tensor | None = None  # FloatTensor[B, T, d]: the GRU state after each step
 
     def member(self, k: int) -> Rollout:
-        return Rollout(self.actions[k], self.logits[k], self.values[k])
+        return Rollout(
+            self.actions[k], self.logits[k], self.values[k], None if self.hiddens is None else self.hiddens[k]
+        )
 
 
 def population_forward(weights: StackedWeights, contexts, stage, steps, *, noise=None, action_mask=None, forced=None):
@@ -95,9 +98,10 @@ class ActorCritic(nn.Module):
         batch = context.shape[0]
         hidden = self.initial_state(context, stage)
         token = torch.full((batch,), CTX, dtype=torch.long, device=context.device)
-        actions, logits_per_step, values = [], [], []
+        actions, logits_per_step, values, hiddens = [], [], [], []
         for t in range(steps):
             hidden = self.gru(self.token_embedding(token), hidden)
+            hiddens.append(hidden)
             logits = self.policy_head(hidden)
             if self.head_blocks > 1:
                 logits = logits.gather(1, self.head_columns(stage))
@@ -109,7 +113,7 @@ class ActorCritic(nn.Module):
             actions.append(token)
             logits_per_step.append(logits)
             values.append(self.value_head(hidden).squeeze(-1))
-        return Rollout(torch.stack(actions, 1), torch.stack(logits_per_step, 1), torch.stack(values, 1))
+        return Rollout(*(torch.stack(x, 1) for x in (actions, logits_per_step, values, hiddens)))
 
     def forward(
         self,

@@ -27,7 +27,7 @@ def kernels(monkeypatch):
 
 def rollout_and_gradients(models, contexts, stages, steps, **kwargs):
     weights = StackedWeights.of(models)
-    actions, logits, values = population_rollout(weights, contexts, stages, steps, **kwargs)
+    actions, logits, values, _ = population_rollout(weights, contexts, stages, steps, **kwargs)
     loss = logits.logsumexp(-1).sum() + (values * values).sum()
     return [actions, logits, values, *torch.autograd.grad(loss, [p for m in models for p in m.parameters()])]
 

@@ -8,6 +8,7 @@ from distributed_agent.a2c import steps_that_count
 from distributed_agent.env import ANS, EOS, MUL, ToolEnv
 from distributed_agent.exploration.action_novelty import ActionNovelty
 from distributed_agent.exploration.epsilon import EpsilonExploration
+from distributed_agent.exploration.rnd import RandomNetworkDistillation
 from distributed_agent.model import ActorCritic, Rollout
 
 
@@ -238,6 +239,25 @@ def test_action_novelty_counts_each_stage_and_prefix_up_to_the_last_token():
     assert torch.equal(ActionNovelty("set", "cpu").cells(swapped)[0][:, 1:], by_set[:, 1:])
     by_last, _ = ActionNovelty("last", "cpu").cells(episodes)
     assert by_last[0, 2] == by_last[3, 2] and by_last[0, 1] != by_last[3, 1] and by_last[0, 0] != by_last[2, 0]
+
+
+def test_rnd_bonus_starts_at_one_per_step_and_fades_on_states_seen_again():
+    states = torch.randn(64, 5, 16, generator=torch.Generator().manual_seed(0))
+    episodes = SimpleNamespace(
+        rollout=SimpleNamespace(hiddens=states), outcome=SimpleNamespace(length=torch.full((64,), 4))
+    )
+    run = SimpleNamespace(config=SimpleNamespace(rnd_bonus=0.5))
+    rnd = RandomNetworkDistillation(16, seed=3, device="cpu")
+    first = rnd.reward_bonus(run, episodes)
+    assert abs(first.mean().item() - 0.5 * 4) < 1e-5  # 4 counted steps, 1 each on average, weight 0.5
+    for _ in range(200):
+        later = rnd.reward_bonus(run, episodes)
+    assert later.mean() < 0.2 * first.mean()
+    novel = SimpleNamespace(**{**vars(episodes), "rollout": SimpleNamespace(hiddens=states + 3)})
+    restored = RandomNetworkDistillation(16, seed=3, device="cpu")
+    restored.load_state_dict(rnd.state_dict())
+    assert torch.equal(restored.errors(states), rnd.errors(states))
+    assert (rnd.errors(novel.rollout.hiddens) > rnd.errors(states)).float().mean() > 0.9  # unseen states earn more
 
 
 def test_replay_feeds_the_given_actions_and_scores_them_under_the_policy():

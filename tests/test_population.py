@@ -35,6 +35,10 @@ CONFIGS = {
     # mastery curricula that unlock stages at different updates: contexts of different widths,
     # which the batch_mean init averages over
     "mastery_batch_mean": lambda: reference("fixed", init="batch_mean", updates=60),
+    # the novelty bonuses that read only the agent (its action sets, RND on its GRU states)
+    "general_novelty": lambda: reference(
+        "fixed", action_novelty_bonus=1.0, action_novelty_cells="set", rnd_bonus=1.0, self_imitation=1.0
+    ),
     # members that stop at different updates once solved (a low bar, to be reached early)
     "early_stop": lambda: reference("fixed", updates=60, stop_at_success=0.1),
 }

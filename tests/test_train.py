@@ -77,9 +77,9 @@ print(json.dumps({"success": result.final_success, "reward": result.final_reward
             "self_imitation": 1.0,
             "action_space": "tools",
         },
-        {"action_novelty_bonus": 1.0, "self_imitation": 1.0},
+        {"action_novelty_bonus": 1.0, "rnd_bonus": 1.0, "self_imitation": 1.0},
     ],
-    ids=["plain", "exploration", "action_novelty"],
+    ids=["plain", "exploration", "general_novelty"],
 )
 def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path, extra):
     config = TrainConfig(**{**SMALL, **extra})

@@ -4,7 +4,7 @@ A method is a class with `build(config, env, device)`, which returns None when t
 it off, and the hooks it needs of `Exploration` (base.py); the update calls each hook once per update:
 
     forced_tokens  tokens drawn outside the policy, before the rollout   (epsilon.py)
-    reward_bonus   a per-episode bonus added to the reward               (novelty.py, action_novelty.py)
+    reward_bonus   a per-episode bonus added to the reward               (novelty.py, action_novelty.py, rnd.py)
     extra_loss     a term added to the A2C loss                          (self_imitation.py)
 
 What a method must carry across a checkpoint it returns from `state_dict` (saved under its
@@ -14,7 +14,7 @@ entry in METHODS.
 
 from __future__ import annotations
 
-from . import action_novelty, epsilon, novelty, self_imitation
+from . import action_novelty, epsilon, novelty, rnd, self_imitation
 from .base import Exploration
 
 __all__ = ["Exploration", "METHODS", "build_methods"]
@@ -23,6 +23,7 @@ METHODS = (
     epsilon.EpsilonExploration,
     novelty.NoveltyBonus,
     action_novelty.ActionNovelty,
+    rnd.RandomNetworkDistillation,
     self_imitation.SelfImitation,
 )
 
