@@ -109,8 +109,8 @@ class TrainConfig:
     )
     action_novelty_bonus: float = knob(
         0.0,
-        "weight of the count-based bonus for rarely taken action prefixes (the agent's own tokens so far, per "
-        "stage, hashed): novelty that reads nothing of the environment",
+        "weight of the count-based bonus for rarely seen cells of the agent's own action history "
+        "(action_novelty_cells; per stage, hashed): novelty that reads nothing of the environment",
         at_least=0,
         needs=(OURS,),
     )
