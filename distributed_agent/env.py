@@ -134,6 +134,10 @@ class Outcome:
         values = (getattr(self, f.name) for f in fields(self))
         return Outcome(*(None if value is None else value[start:stop] for value in values))
 
+    def steps_used(self, steps: int) -> torch.Tensor:
+        """BoolTensor[B, steps]: the steps of each episode up to and including its ending token."""
+        return torch.arange(steps, device=self.length.device) < self.length.unsqueeze(1)
+
 
 class ToolEnv:
     """The rules of one TrainConfig (which checked the values: see config.py)."""

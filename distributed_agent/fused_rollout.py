@@ -200,7 +200,8 @@ class FusedRollout(torch.autograd.Function):
         hiddens[:, 0] = hidden
         b_hh_rows, b_pi_rows = b_hh.unsqueeze(1), b_pi.unsqueeze(1)
         w_hh_t, w_pi_t = w_hh.transpose(1, 2), w_pi.transpose(1, 2)
-        cell_forward = cell_forward_of(hidden)
+        # Chosen once per rollout, so that its backward runs the same kind of step.
+        cell_forward, ctx.cell_backward = cell_steps(hidden)
         for t in range(steps):
             previous, next_hidden = hiddens[:, t], hiddens[:, t + 1]
             torch.baddbmm(b_hh_rows, previous, w_hh_t, out=from_hidden[t])
@@ -242,10 +243,9 @@ class FusedRollout(torch.autograd.Function):
         # and 4 (n is taken before the reset gate). Neither gradient then needs a copy.
         grad_gates = hiddens.new_empty(members, steps, batch, 4 * size)
         grad_from_hidden = grad_gates[..., : 3 * size]
-        cell_backward = cell_backward_of(hiddens)
         for t in reversed(range(steps)):
             # One step at a time, so that its factors are computed while they are still in cache.
-            direct = cell_backward(
+            direct = ctx.cell_backward(
                 grad_hidden_out[:, t], carry, gates[t], candidates[t], hiddens[:, t], from_hidden[t], grad_gates[:, t]
             )
             carry = direct.baddbmm_(grad_from_hidden[:, t], w_hh)  # in place: no copy of `direct`
@@ -310,13 +310,13 @@ def cell_backward_reference(grad_out, carry, gates, candidate, previous, from_hi
     return grad_h * update
 
 
-def cell_forward_of(tensor: torch.Tensor):
-    """The cell step for a tensor's device: the CPU kernels where they load, else the reference."""
+def cell_steps(tensor: torch.Tensor):
+    """(forward, backward) cell steps for a tensor's device: the CPU kernels where they load, else
+    the references."""
     kernels = gru_kernels.for_tensor(tensor)
-    return cell_forward_reference if kernels is None else functools.partial(gru_kernels.cell_forward_kernels, kernels)
-
-
-def cell_backward_of(tensor: torch.Tensor):
-    """The backward cell step for a tensor's device (see cell_forward_of)."""
-    kernels = gru_kernels.for_tensor(tensor)
-    return cell_backward_reference if kernels is None else functools.partial(gru_kernels.cell_backward_kernels, kernels)
+    if kernels is None:
+        return cell_forward_reference, cell_backward_reference
+    return (
+        functools.partial(gru_kernels.cell_forward_kernels, kernels),
+        functools.partial(gru_kernels.cell_backward_kernels, kernels),
+    )

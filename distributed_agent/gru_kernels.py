@@ -62,9 +62,7 @@ def _build():
     capability = torch.backends.cpu.get_cpu_capability()
     # No fused multiply-adds but the explicit std::fma (torch's addcmul is one); the instruction
     # set torch's own kernels use, so that std::fma is an instruction, not a library call.
-    flags = ["-O3", "-ffp-contract=off"] + {"AVX2": ["-mavx2", "-mfma"], "AVX512": ["-mavx2", "-mfma"]}.get(
-        capability, []
-    )
+    flags = ["-O3", "-ffp-contract=off"] + (["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else [])
     # A build per instruction set and torch version: a home directory shared by a cluster's nodes
     # holds one for each kind of node, and an upgraded torch never loads a stale build.
     name = f"distributed_agent_gru_cell_{capability}_torch{torch.__version__}".lower()

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from distributed_agent.a2c import a2c_loss as population_loss
 from distributed_agent.a2c import steps_that_count
-from distributed_agent.env import ANS, EOS, MUL, ToolEnv
+from distributed_agent.env import ANS, EOS, MUL, Outcome, ToolEnv
 from distributed_agent.exploration.action_novelty import ActionNovelty
 from distributed_agent.exploration.epsilon import EpsilonExploration
 from distributed_agent.exploration.rnd import RandomNetworkDistillation
@@ -204,6 +204,12 @@ def test_epsilon_exploration_draws_allowed_tokens_uniformly():
     assert frequencies[:10].sum() == 0 and frequencies[16:].sum() == 0
 
 
+def ending_at(length: torch.Tensor) -> Outcome:
+    """An outcome whose episodes end at `length` tokens (nothing else of it is read here)."""
+    zeros = torch.zeros_like(length)
+    return Outcome(zeros.float(), zeros.bool(), zeros.bool(), zeros, zeros.bool(), zeros, length)
+
+
 def test_action_novelty_counts_each_stage_and_prefix_up_to_the_last_token():
     ADD, SUB = MUL + 1, MUL + 2
     actions = torch.tensor(
@@ -215,9 +221,7 @@ def test_action_novelty_counts_each_stage_and_prefix_up_to_the_last_token():
         ]
     )
     stages, length = torch.tensor([0, 0, 1, 0]), torch.tensor([3, 3, 3, 3])
-    episodes = SimpleNamespace(
-        rollout=SimpleNamespace(actions=actions), stages=stages, outcome=SimpleNamespace(length=length)
-    )
+    episodes = SimpleNamespace(rollout=SimpleNamespace(actions=actions), stages=stages, outcome=ending_at(length))
     run = SimpleNamespace(config=SimpleNamespace(action_novelty_bonus=2.0))
     novelty = ActionNovelty("prefix", "cpu")
     cells, counted = novelty.cells(episodes)
@@ -243,9 +247,7 @@ def test_action_novelty_counts_each_stage_and_prefix_up_to_the_last_token():
 
 def test_rnd_bonus_starts_at_one_per_step_and_fades_on_states_seen_again():
     states = torch.randn(64, 5, 16, generator=torch.Generator().manual_seed(0))
-    episodes = SimpleNamespace(
-        rollout=SimpleNamespace(hiddens=states), outcome=SimpleNamespace(length=torch.full((64,), 4))
-    )
+    episodes = SimpleNamespace(rollout=SimpleNamespace(hiddens=states), outcome=ending_at(torch.full((64,), 4)))
     run = SimpleNamespace(config=SimpleNamespace(rnd_bonus=0.5))
     rnd = RandomNetworkDistillation(16, seed=3, device="cpu")
     first = rnd.reward_bonus(run, episodes)

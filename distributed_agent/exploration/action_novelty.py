@@ -40,7 +40,6 @@ class ActionNovelty(CountBonus):
 
     def cells(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         actions, stages = batch.rollout.actions, batch.stages
-        steps = torch.arange(actions.shape[1], device=actions.device)
         if self.abstraction == "prefix":
             # code(stage, a_1..a_t) = code(stage, a_1..a_t-1) * (V + 1) + a_t + 1, from stage + 1:
             # digits never 0, so prefixes of different lengths or stages differ before the modulus.
@@ -50,13 +49,14 @@ class ActionNovelty(CountBonus):
                 codes.append(code)
             cells = torch.stack(codes, 1)
         else:
+            steps = torch.arange(actions.shape[1], device=actions.device)
             stage_steps = stages.unsqueeze(1) * actions.shape[1] + steps
             if self.abstraction == "set":
                 used = _running_or(torch.ones_like(actions) << actions)
                 cells = (stage_steps * (1 << VOCAB_SIZE) + used) % CELLS
             else:  # last
                 cells = stage_steps * VOCAB_SIZE + actions
-        return cells, steps < batch.outcome.length.unsqueeze(1)
+        return cells, batch.outcome.steps_used(actions.shape[1])
 
     def state_dict(self) -> dict:
         visited = self.visits.nonzero().squeeze(1)  # a few thousand cells of the million: kept sparse

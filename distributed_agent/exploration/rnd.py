@@ -51,13 +51,14 @@ class RandomNetworkDistillation(Exploration):
 
     def reward_bonus(self, run, batch) -> torch.Tensor:
         states = batch.rollout.hiddens.detach()
-        counted = torch.arange(states.shape[1], device=states.device) < batch.outcome.length.unsqueeze(1)
+        counted = batch.outcome.steps_used(states.shape[1])
         errors = self.errors(states)
+        loss = errors[counted].mean()
         if self.scale == 0:
-            self.scale.fill_(errors[counted].mean().item())
+            self.scale.fill_(loss.item())
         bonus = (errors.detach() / self.scale.float() * counted).sum(1)
         self.optimizer.zero_grad()
-        errors[counted].mean().backward()
+        loss.backward()
         self.optimizer.step()
         return run.config.rnd_bonus * bonus  # the weight read at each update: a schedule may change it
 
