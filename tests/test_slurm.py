@@ -131,7 +131,9 @@ def test_a_slurm_job_runs_a_sweep_and_report_reads_its_folder(slurm, tmp_path, m
 
 @pytest.mark.cluster
 def test_a_cancelled_job_is_resumed_by_a_second_job_with_nothing_lost(slurm, tmp_path, monkeypatch, capsys):
-    spec = {**SPEC, "name": "cancelled", "train": {**SPEC["train"], "updates": 600}, "seeds": [5, 6, 7, 8, 9, 10]}
+    # Trials long enough (seconds each) that the cancel lands while some are still to run, even on a
+    # quiet machine where 600 updates let all six finish between two polls.
+    spec = {**SPEC, "name": "cancelled", "train": {**SPEC["train"], "updates": 2000}, "seeds": [5, 6, 7, 8, 9, 10]}
     path = write_spec(tmp_path, spec)
     experiment = tmp_path / "shared" / "cancelled"
     argv = ["slurm", str(path), "--nodes", "1", "--cpus-per-node", str(os.cpu_count())]
