@@ -10,7 +10,7 @@ from scipy import stats
 
 from distributed_agent.cli import main
 from distributed_agent.report import build_report, load_report, probability_of_improvement, write_report
-from distributed_agent.report.tables import caption_for
+from distributed_agent.report.tables import caption_for, format_number, interval_text, mean_ci
 
 GOOD = [0.99, 1.0, 1.0, 0.995, 1.0, 0.97, 1.0, 0.999]  # stage-2 success of the 8 seeds of config A
 WEAK = [0.1, 0.3, 0.2, 0.25, 0.15, 0.4]  # config B (6 of 8 seeds; see below)
@@ -292,3 +292,14 @@ def test_cli_report_and_comparison(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err and (comparison / "comparison.md").read_text() == before
     assert main(["report", str(other / "handmade"), "--labels", "a,b"]) == 2
     assert "--labels" in capsys.readouterr().err
+
+
+def test_table_cells_write_missing_infinite_and_episode_numbers_one_way():
+    row = pd.Series(
+        {"x mean": 0.87349, "x std": 0.3, "x ci_low": float("nan"), "x ci_high": 1.0, "e": 71680.0}
+        | {"e ci_low": 46080.0, "e ci_high": float("inf"), "g": float("nan"), "g ci_low": 0.1, "g ci_high": 0.2}
+    )
+    assert mean_ci(row, "x", std="±") == "0.873 ± 0.300 [-, 1.000]"
+    assert interval_text(row, "e", digits=0) == "71,680 [46,080, inf]"
+    assert interval_text(row, "g") == "-"  # no point estimate, no interval
+    assert format_number(float("-inf")) == "-inf" and format_number(None) == "-"

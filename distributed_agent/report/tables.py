@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ..metrics import REWARD, STAGES, SUCCESS
@@ -42,7 +41,7 @@ def mean_ci(row: pd.Series, column: str, std: str | None = None) -> str:
     """'0.873 [0.738, 1.000]' from a summary row, or with std='±': '0.873 ± 0.311 [0.738, 1.000]'."""
     spread = f" {std} {format_number(row[column + ' std'])}" if std else ""
     low, high = format_number(row[column + " ci_low"]), format_number(row[column + " ci_high"])
-    return f"{row[column + ' mean']:.3f}{spread} [{low}, {high}]"
+    return f"{format_number(row[column + ' mean'])}{spread} [{low}, {high}]"
 
 
 def interval_text(row: pd.Series, name: str, digits: int = 3) -> str:
@@ -51,15 +50,8 @@ def interval_text(row: pd.Series, name: str, digits: int = 3) -> str:
     point = row[name]
     if pd.isna(point):
         return "-"
-
-    def form(value) -> str:
-        if pd.isna(value):
-            return "-"
-        if np.isinf(value):
-            return "inf"
-        return f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
-
-    return f"{form(point)} [{form(row[f'{name} ci_low'])}, {form(row[f'{name} ci_high'])}]"
+    low, high = format_number(row[f"{name} ci_low"], digits), format_number(row[f"{name} ci_high"], digits)
+    return f"{format_number(point, digits)} [{low}, {high}]"
 
 
 def format_config(row: pd.Series, hyperparameters: list[str]) -> str:
@@ -72,8 +64,11 @@ def format_value(value) -> str:
     return str(value)
 
 
-def format_number(value) -> str:
-    return "-" if pd.isna(value) else f"{value:.3f}"
+def format_number(value, digits: int = 3) -> str:
+    """'0.873'; digits=0: '71,680' (episodes); '-' for a missing value, 'inf' for infinity."""
+    if pd.isna(value):
+        return "-"
+    return f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
