@@ -23,6 +23,7 @@ CURRICULA = ("one_stage", "mixed", "mastery")
 INVALID_ACTION_RULES = ("noop", "end")
 ACTION_SPACES = ("all", "tools")
 ACTION_NOVELTY_CELLS = ("prefix", "set", "last")
+RND_STATES = ("agent", "history")
 POLICY_HEADS = ("shared", "per_stage")
 SB3_AGENTS = ("ppo", "a2c", "recurrent_ppo")  # Stable-Baselines3's PPO and A2C, sb3-contrib's RecurrentPPO
 AGENTS = ("ours", *SB3_AGENTS)
@@ -126,6 +127,13 @@ class TrainConfig:
         "weight of the random-network-distillation bonus on the agent's own GRU states (its error in units of "
         "the first batch's): learned novelty that reads nothing of the environment",
         at_least=0,
+        needs=(OURS,),
+    )
+    rnd_states: str = knob(
+        "agent",
+        "the states RND reads: agent (the agent's own GRU states, which also hold the operands and move as it "
+        "learns) or history (a fixed random GRU over the stage and the tokens emitted so far)",
+        allowed=RND_STATES,
         needs=(OURS,),
     )
     explore_epsilon: float = knob(

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from distributed_agent.a2c import a2c_loss as population_loss
 from distributed_agent.a2c import steps_that_count
-from distributed_agent.env import ANS, EOS, MUL, Outcome, ToolEnv
+from distributed_agent.env import ANS, EOS, MUL, VOCAB_SIZE, Outcome, ToolEnv
 from distributed_agent.exploration.action_novelty import ActionNovelty
 from distributed_agent.exploration.epsilon import EpsilonExploration
 from distributed_agent.exploration.rnd import RandomNetworkDistillation
@@ -260,6 +260,34 @@ def test_rnd_bonus_starts_at_one_per_step_and_fades_on_states_seen_again():
     restored.load_state_dict(rnd.state_dict())
     assert torch.equal(restored.errors(states), rnd.errors(states))
     assert (rnd.errors(novel.rollout.hiddens) > rnd.errors(states)).float().mean() > 0.9  # unseen states earn more
+
+
+def test_rnd_on_the_history_reads_the_stage_and_the_tokens_so_far_and_nothing_else():
+    generator = torch.Generator().manual_seed(1)
+    actions = torch.randint(VOCAB_SIZE, (32, 5), generator=generator)
+    stages = torch.randint(3, (32,), generator=generator)
+    agent_states = torch.randn(32, 5, 16, generator=generator)
+
+    def episodes(actions, stages, hiddens):
+        rollout = SimpleNamespace(actions=actions, hiddens=hiddens)
+        return SimpleNamespace(rollout=rollout, stages=stages, outcome=ending_at(torch.full((32,), 4)))
+
+    rnd = RandomNetworkDistillation(16, seed=3, device="cpu", states="history")
+    states = rnd.states(episodes(actions, stages, agent_states))
+    assert torch.equal(rnd.states(episodes(actions, stages, agent_states + 1)), states)  # not the agent's state
+    changed = actions.clone()
+    changed[:, 3] = (changed[:, 3] + 1) % VOCAB_SIZE
+    moved = (rnd.states(episodes(changed, stages, agent_states)) != states).any(-1)
+    assert not moved[:, :3].any() and moved[:, 3:].all()  # a token changes its own step's state and later ones
+    assert (rnd.states(episodes(actions, (stages + 1) % 3, agent_states)) != states).any(-1).all()
+    # The same seed draws the same networks as with the agent's states, plus the history's GRU.
+    assert torch.equal(rnd.target[0], RandomNetworkDistillation(16, seed=3, device="cpu").target[0])
+    run = SimpleNamespace(config=SimpleNamespace(rnd_bonus=1.0))
+    rnd.reward_bonus(run, episodes(actions, stages, agent_states))
+    restored = RandomNetworkDistillation(16, seed=4, device="cpu", states="history")
+    restored.load_state_dict(rnd.state_dict())
+    assert torch.equal(restored.states(episodes(actions, stages, agent_states)), states)
+    assert torch.equal(restored.errors(states), rnd.errors(states))
 
 
 def test_replay_feeds_the_given_actions_and_scores_them_under_the_policy():

@@ -77,7 +77,7 @@ print(json.dumps({"success": result.final_success, "reward": result.final_reward
             "self_imitation": 1.0,
             "action_space": "tools",
         },
-        {"action_novelty_bonus": 1.0, "rnd_bonus": 1.0, "self_imitation": 1.0},
+        {"action_novelty_bonus": 1.0, "rnd_bonus": 1.0, "rnd_states": "history", "self_imitation": 1.0},
     ],
     ids=["plain", "exploration", "general_novelty"],
 )
