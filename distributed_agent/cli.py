@@ -76,7 +76,8 @@ def command_train(args) -> int:
         raise ConfigError(f"--save: {str(save)!r} exists; choose a new path (nothing is overwritten)")
     apply_process_settings(config)
     run = new_run(config)
-    print(f"Training {spec.name}: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+    changed = ", ".join(f"{k}={v}" for k, v in config.changed_fields().items()) or "none"
+    print(f"Training {spec.name}, fields other than the defaults: {changed} (all: distributed-agent fields)")
     run_updates([run], callback=lambda members: print(format_evaluation(members[0].history[-1]), flush=True))
     [result] = results([run])
     print("\nExplained greedy samples:")

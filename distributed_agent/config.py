@@ -319,6 +319,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def changed_fields(self) -> dict:
+        """The fields whose values differ from their defaults (TrainConfig(): the tutorial's agent)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != _default(f)}
+
 
 def _default(field):
     return field.default_factory() if field.default is dataclasses.MISSING else field.default

@@ -88,7 +88,9 @@ def test_train_prints_progress_samples_and_final_then_explain_reads_the_checkpoi
     save = tmp_path / "run.pt"
     assert main(["train", "--config", str(spec), "--set", "lr=3e-3", "--set", "seed=4", "--save", str(save)]) == 0
     out = capsys.readouterr().out
-    assert "lr=0.003" in out and "seed=4" in out
+    (header,) = [line for line in out.splitlines() if line.startswith("Training")]
+    assert "lr=0.003" in header and "seed=4" in header and "device=cpu" in header
+    assert "entropy_coef=" not in header  # a field at its default is not repeated
     progress = [line for line in out.splitlines() if line.startswith("update")]
     assert [line.split()[1] for line in progress] == ["5", "10"]
     assert out.count("tools:") == 15  # 5 explained samples per stage
