@@ -12,8 +12,11 @@ says so and training goes on with the torch operations: slower, the same numbers
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
+import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -63,10 +66,33 @@ def _build():
     # No fused multiply-adds but the explicit std::fma (torch's addcmul is one); the instruction
     # set torch's own kernels use, so that std::fma is an instruction, not a library call.
     flags = ["-O3", "-ffp-contract=off"] + (["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else [])
-    # A build per instruction set and torch version: a home directory shared by a cluster's nodes
-    # holds one for each kind of node, and an upgraded torch never loads a stale build.
-    name = f"distributed_agent_gru_cell_{capability}_torch{torch.__version__}".lower()
-    return cpp_extension.load(re.sub(r"\W", "_", name), [str(SOURCE)], extra_cflags=flags)
+    # A build per instruction set, torch and Python version and source: a home directory shared by
+    # a cluster's nodes holds one for each kind of node, an upgraded torch never loads a stale build,
+    # and checkouts of the same source (a fresh clone beside a working copy) share one instead of
+    # rebuilding it in turn (torch rebuilds when a source's path changes, so each build compiles
+    # its own copy of the source).
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    python = f"{sys.version_info.major}{sys.version_info.minor}"
+    name = re.sub(
+        r"\W", "_", f"distributed_agent_gru_cell_{capability}_torch{torch.__version__}_py{python}_{digest}".lower()
+    )
+    # Under $TORCH_EXTENSIONS_DIR, else torch's default root (~/.cache/torch_extensions).
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    build = Path(root) / name
+    build.mkdir(parents=True, exist_ok=True)
+    import fcntl  # in here: where it is missing (not POSIX), the build fails and training goes on without
+
+    with open(build / "builders.lock", "w") as builders:
+        # A lock the system releases when its holder dies, around torch's own: torch's is a plain file
+        # that a process killed while building or loading leaves behind, and torch then waits on it
+        # forever (every later training on the machine hung). Holding this one, no live process is
+        # inside torch's, so a file left there is stale.
+        fcntl.flock(builders, fcntl.LOCK_EX)
+        (build / "lock").unlink(missing_ok=True)
+        source = build / SOURCE.name
+        if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
+            shutil.copyfile(SOURCE, source)
+        return cpp_extension.load(name, [str(source)], extra_cflags=flags, build_directory=str(build))
 
 
 def _reproduces_torch(kernels) -> bool:

@@ -1,7 +1,10 @@
 """The CPU kernels of the fused rollout (gru_kernels, gru_cell.cpp) give the torch reference's
 numbers bit for bit, and training goes on without them where they cannot be built."""
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,3 +87,20 @@ def test_a_failed_build_warns_once_and_training_goes_on(monkeypatch):
 def test_only_float32_cpu_tensors_use_the_kernels():
     assert gru_kernels.for_tensor(torch.zeros(1, dtype=torch.float64)) is None
     assert gru_kernels.for_tensor(torch.zeros(1, device="meta")) is None
+
+
+def test_a_builder_killed_inside_torch_s_lock_does_not_hang_the_next_one(kernels):
+    # torch's build lock is a plain file; a process killed while holding it (building or loading)
+    # leaves it behind, and torch alone would wait on it forever.
+    stale = Path(kernels.__file__).parent / "lock"
+    stale.touch()
+    try:
+        loaded = subprocess.run(
+            [sys.executable, "-c", "from distributed_agent import gru_kernels; print(gru_kernels._build().__name__)"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        stale.unlink(missing_ok=True)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == kernels.__name__, loaded.stderr[-2000:]
