@@ -7,7 +7,8 @@
                                    evaluation), error.txt
     NAME/trial_0003/outcome.json   written by the driver when the attempt ends (status, failures)
     NAME/trial_0003.r1/            a later attempt of trial 0003, started by --resume from the
-                                   newest readable checkpoint of the earlier ones
+                                   newest readable checkpoint of the earlier ones (an empty folder
+                                   is no attempt: a trial pending at an interrupt; it runs there)
     NAME/pbt_round.json            pbt/pb2: the last round of decisions (pbt.py), where --resume
                                    restarts the unfinished trials
 
@@ -136,7 +137,9 @@ def scan_trials(storage: Storage, name: str) -> dict[str, TrialRecord]:
     records: dict[str, TrialRecord] = {}
     for dirname in storage.list_dirs(name):
         match = TRIAL_DIR.match(dirname)
-        if not match:
+        # Tune makes the folder of a trial still pending when the sweep is interrupted; such an
+        # attempt never ran, and --resume runs the trial in that folder again instead of a new one.
+        if not match or storage.is_empty_dir(name, dirname):
             continue
         problems: list[str] = []
         params = read_json(storage, name, dirname, "params.json")

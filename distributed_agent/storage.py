@@ -56,6 +56,13 @@ class Storage:
         infos = self.fs.get_file_info(fs.FileSelector(self.path(*parts)))
         return sorted(info.base_name for info in infos if info.type == fs.FileType.Directory)
 
+    def is_empty_dir(self, *parts: str) -> bool:
+        from pyarrow import fs
+
+        return self.fs.get_file_info(self.path(*parts)).type == fs.FileType.Directory and not self.fs.get_file_info(
+            fs.FileSelector(self.path(*parts))
+        )
+
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as stream:
             return stream.read()

@@ -414,3 +414,27 @@ def test_a_checkpoint_is_found_by_its_evaluation_under_a_storage_uri_with_option
     expected = f"{tmp_path}/exp/trial_0000/checkpoint_000001?scheme=http"
     assert newest_checkpoint(storage, "exp", record) == expected
     assert checkpoint_at(storage, "exp", record, 4) == expected and checkpoint_at(storage, "exp", record, 5) is None
+
+
+def test_an_empty_trial_folder_is_no_attempt_and_resume_runs_the_trial_in_it(tmp_path):
+    """Tune makes the folder of every trial still pending when a sweep is interrupted; resumed
+    again and again, each would pile up empty trial_K.rN folders and count as attempts."""
+    from pyarrow import fs
+
+    from distributed_agent.experiment import remaining_trials, scan_trials
+    from distributed_agent.storage import Storage
+
+    spec = parse_spec({"name": "exp", "seeds": [0, 1], "train": TINY_TRAIN})
+    exp = tmp_path / "exp"
+    ran = exp / "trial_0000"
+    ran.mkdir(parents=True)
+    (ran / "params.json").write_text(json.dumps({"trial": {"key": "0000", "hp": {"seed": 0}}}))
+    (ran / "result.json").write_text(json.dumps({"update": 4, "final": 0}) + "\n")
+    for pending in ("trial_0000.r1", "trial_0000.r2", "trial_0001", "trial_0001.r1"):
+        (exp / pending).mkdir()
+    storage = Storage(uri=str(tmp_path), root=str(tmp_path), fs=fs.LocalFileSystem(), local=True)
+
+    records = scan_trials(storage, "exp")
+    assert list(records) == ["0000"] and [a.dirname for a in records["0000"].attempts] == ["trial_0000"]
+    todo, _ = remaining_trials(spec, storage, records, restart_errored=False)
+    assert [(t["key"], t["attempt"]) for t in todo] == [("0000", 1), ("0001", 0)]
