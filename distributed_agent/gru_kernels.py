@@ -71,7 +71,8 @@ def _build():
     # and checkouts of the same source (a fresh clone beside a working copy) share one instead of
     # rebuilding it in turn (torch rebuilds when a source's path changes, so each build compiles
     # its own copy of the source).
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    code = SOURCE.read_bytes()
+    digest = hashlib.sha256(code + " ".join(flags).encode()).hexdigest()[:12]
     python = f"{sys.version_info.major}{sys.version_info.minor}"
     name = re.sub(
         r"\W", "_", f"distributed_agent_gru_cell_{capability}_torch{torch.__version__}_py{python}_{digest}".lower()
@@ -90,7 +91,7 @@ def _build():
         fcntl.flock(builders, fcntl.LOCK_EX)
         (build / "lock").unlink(missing_ok=True)
         source = build / SOURCE.name
-        if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
+        if not source.exists() or source.read_bytes() != code:
             shutil.copyfile(SOURCE, source)
         return cpp_extension.load(name, [str(source)], extra_cflags=flags, build_directory=str(build))
 

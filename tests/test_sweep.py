@@ -273,6 +273,10 @@ def kill_session(session_id: int) -> None:
         time.sleep(1)
 
 
+def every_trial_finished(lines_by_trial: dict) -> bool:
+    return len(lines_by_trial) == 6 and all(v[-1]["final"] == 1 for v in lines_by_trial.values())
+
+
 def interrupt_mid_sweep(command: list[str], runs: Path, how: int, env: dict, sessions: list[int]):
     """Start the sweep, send `how` once a trial has finished while others have not, and return the
     lines of the trials finished before the signal, or None when the signal came too late: every
@@ -297,8 +301,7 @@ def interrupt_mid_sweep(command: list[str], runs: Path, how: int, env: dict, ses
     driver.send_signal(how)
     output = driver.communicate(timeout=120)[0].decode()
     kill_session(driver.pid)  # a SIGKILLed driver leaves its Ray processes behind
-    after = results_by_trial(runs / "killed")
-    if len(after) == 6 and all(v[-1]["final"] == 1 for v in after.values()):
+    if every_trial_finished(results_by_trial(runs / "killed")):
         return None
     if how == signal.SIGINT:
         assert driver.returncode == 1 and "--resume" in output, output[-2000:]
@@ -343,7 +346,7 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
         output = resumed.communicate(timeout=300)[0].decode()
         assert resumed.returncode == 0, output[-3000:]
         after = results_by_trial(runs / "killed")
-        assert len(after) == 6 and all(v[-1]["final"] == 1 for v in after.values())
+        assert every_trial_finished(after)
         for trial, lines in finished_before.items():
             # Finished trials keep their lines as they were. A SIGKILL can land between a trial's
             # last report and Tune's next snapshot of the experiment; such a trial is then replayed
