@@ -206,15 +206,19 @@ def check_report_out(out: Path, overwrite: bool) -> None:
 
 
 def command_report(args) -> int:
-    from .report import build_report, compare_reports, print_summary, write_report
+    from .report import build_report, compare_reports, merge_parts, print_summary, write_report
 
-    labels = args.labels.split(",") if args.labels else [Path(d).name for d in args.run_dirs]
-    if len(labels) != len(args.run_dirs):
-        raise ConfigError(f"--labels: {len(labels)} labels for {len(args.run_dirs)} run folders; give one per folder")
+    folder_labels = args.labels.split(",") if args.labels else [Path(d).name for d in args.run_dirs]
+    if len(folder_labels) != len(args.run_dirs):
+        raise ConfigError(
+            f"--labels: {len(folder_labels)} labels for {len(args.run_dirs)} run folders; give one per folder"
+        )
     if args.out:  # checked before any folder is read
         out = Path(args.out)
         check_report_out(out, args.overwrite)
-    reports = [build_report(run_dir) for run_dir in args.run_dirs]
+    read = [build_report(run_dir) for run_dir in args.run_dirs]
+    labels = list(dict.fromkeys(folder_labels))  # folders with one label are parts of one experiment
+    reports = [merge_parts([r for r, x in zip(read, folder_labels) if x == label], label) for label in labels]
     if not args.out:  # the default folder is named after what the reports hold
         out = Path("results") / ("_vs_".join(labels) if len(reports) > 1 else reports[0].name)
         check_report_out(out, args.overwrite)
@@ -329,7 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folder(s) or storage URI(s), e.g. runs/default"
     )
     report.add_argument("--out", help="output folder (default results/NAME)")
-    report.add_argument("--labels", help="comma-separated names of the experiments compared")
+    report.add_argument(
+        "--labels",
+        help="comma-separated names of the experiments compared, one per folder; folders given the same "
+        "label are parts of one experiment (the same spec, other seeds) and are reported as one",
+    )
     report.add_argument(
         "--config",
         action="append",

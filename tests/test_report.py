@@ -1,6 +1,7 @@
 """Reports from hand-made experiment folders whose numbers are known."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,13 @@ import pytest
 from scipy import stats
 
 from distributed_agent.cli import main
-from distributed_agent.report import build_report, load_report, probability_of_improvement, write_report
+from distributed_agent.report import (
+    build_report,
+    load_report,
+    merge_parts,
+    probability_of_improvement,
+    write_report,
+)
 from distributed_agent.report.tables import caption_for, format_number, interval_text, mean_ci
 
 GOOD = [0.99, 1.0, 1.0, 0.995, 1.0, 0.97, 1.0, 0.999]  # stage-2 success of the 8 seeds of config A
@@ -292,6 +299,55 @@ def test_cli_report_and_comparison(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err and (comparison / "comparison.md").read_text() == before
     assert main(["report", str(other / "handmade"), "--labels", "a,b"]) == 2
     assert "--labels" in capsys.readouterr().err
+
+
+def split_in_parts(run: Path, root: Path) -> list[Path]:
+    """The hand-made experiment as two sweeps of the same spec: seeds 0-3 and seeds 4-7."""
+    parts = []
+    for name, seeds in (("part_a", range(0, 4)), ("part_b", range(4, 8))):
+        part = root / name
+        shutil.copytree(run, part)
+        (part / "spec.yaml").write_text(f"name: {name}\nseeds: {list(seeds)}\n")
+        for folder in part.glob("trial_*"):
+            if int(folder.name.rsplit("_", 1)[1]) not in seeds:
+                shutil.rmtree(folder)
+        parts.append(part)
+    return parts
+
+
+def test_parts_of_one_experiment_report_as_the_whole(tmp_path, capsys):
+    whole = build_report(make_experiment(tmp_path))
+    part_a, part_b = split_in_parts(tmp_path / "handmade", tmp_path / "parts")
+    merged = merge_parts([build_report(part_a), build_report(part_b)], "handmade")
+    assert len(merged.trials) == len(whole.trials) == 18
+    assert merged.trials["trial_id"].str.startswith(("part_a/", "part_b/")).all()
+    pd.testing.assert_frame_equal(merged.summary, whole.summary)
+    assert merged.seeds_asked == whole.seeds_asked == 8
+    assert sorted(merged.curves["seed"]) == sorted(whole.curves["seed"])
+    out = tmp_path / "merged"
+    assert main(["report", str(part_a), str(part_b), "--labels", "handmade,handmade", "--out", str(out)]) == 0
+    assert "Best: lr=0.003, hidden_size=64" in capsys.readouterr().out
+    assert len(pd.read_csv(out / "trials.csv")) == 18
+    # Parts and another experiment side by side: the parts are one row of the comparison.
+    comparison = tmp_path / "cmp"
+    args = ["report", str(part_a), str(tmp_path / "handmade"), str(part_b), "--labels", "split,whole,split"]
+    assert main([*args, "--out", str(comparison)]) == 0
+    table = pd.read_csv(comparison / "comparison.csv")
+    assert list(table["experiment"]) == ["split", "whole"]
+    assert table.loc[0].drop("experiment").equals(table.loc[1].drop("experiment"))
+
+
+def test_parts_must_be_one_spec_on_other_seeds(tmp_path, capsys):
+    make_experiment(tmp_path)
+    part_a, part_b = split_in_parts(tmp_path / "handmade", tmp_path / "parts")
+    (part_b / "spec.yaml").write_text("name: part_b\nseeds: [3, 4, 5, 6, 7]\n")
+    args = ["report", str(part_a), str(part_b), "--labels", "x,x", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "seed 3 is in both part_a and part_b" in capsys.readouterr().err
+    (part_b / "spec.yaml").write_text("name: part_b\nseeds: [4, 5, 6, 7]\ntrain: {lr: 0.1}\n")
+    assert main(args) == 2
+    assert "specs differ in train" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_table_cells_write_missing_infinite_and_episode_numbers_one_way():

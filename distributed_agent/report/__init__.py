@@ -8,7 +8,7 @@ and the printed summary), compare (experiments side by side).
 
 from .compare import compare_reports, comparison_tables
 from .output import print_summary, write_report
-from .reading import Report, build_report, load_report
+from .reading import Report, build_report, load_report, merge_parts
 from .stats import bootstrap_ci, iqm, probability_of_improvement, summarize
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "comparison_tables",
     "iqm",
     "load_report",
+    "merge_parts",
     "print_summary",
     "probability_of_improvement",
     "summarize",

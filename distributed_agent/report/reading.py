@@ -42,6 +42,7 @@ class Report:
     seeds_asked: int | None
     warnings: list[str] = field(default_factory=list)
     schedules: pd.DataFrame = field(default_factory=pd.DataFrame)  # pbt: each trial's, one row per change
+    spec: dict | None = None  # the spec saved with the experiment, as data
 
 
 def build_report(run_dir: str | Path) -> Report:
@@ -154,8 +155,76 @@ def build_report(run_dir: str | Path) -> Report:
     summary = summarize(trials, hyper, seeds_asked)
     name = (spec or {}).get("name", experiment)
     return Report(
-        name, trials, summary, pd.DataFrame(curve_rows), hyper, seeds_asked, problems, pd.DataFrame(schedule_rows)
+        name,
+        trials,
+        summary,
+        pd.DataFrame(curve_rows),
+        hyper,
+        seeds_asked,
+        problems,
+        pd.DataFrame(schedule_rows),
+        spec,
     )
+
+
+# What may differ between the parts of one experiment: the seeds each part ran, and its name.
+PART_FIELDS = ("name", "description", "seeds")
+
+
+def merge_parts(parts: list[Report], label: str) -> Report:
+    """One report of an experiment run in parts (the same spec, each part other seeds: e.g. one
+    sweep per cluster allocation): their trials together, summarised as one experiment. A part's
+    trial ids are prefixed with its name, as two sweeps number their trials alike."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for part in parts:
+        if part.spec is None:
+            raise ConfigError(
+                f"--labels: {part.name} (label {label}) has no readable spec.yaml; parts are merged by spec"
+            )
+        differing = sorted(
+            key
+            for key in set(part.spec) | set(first.spec)
+            if key not in PART_FIELDS and part.spec.get(key) != first.spec.get(key)
+        )
+        if differing:
+            raise ConfigError(
+                f"--labels: {first.name} and {part.name} share the label {label} but their specs differ in "
+                f"{', '.join(differing)}; only parts of one experiment (other seeds) can share a label"
+            )
+    seen: dict[int, str] = {}
+    for part in parts:
+        seeds = part.spec.get("seeds", 1)
+        for seed in range(seeds) if isinstance(seeds, int) else seeds:  # a count n is seeds 0..n-1
+            if seed in seen:
+                raise ConfigError(
+                    f"--labels: seed {seed} is in both {seen[seed]} and {part.name} (label {label}); "
+                    "parts of one experiment run other seeds"
+                )
+            seen[seed] = part.name
+    hyper = list(dict.fromkeys(name for part in parts for name in part.hyperparameters))
+    trials = pd.concat([_prefixed(part.trials, part.name) for part in parts], ignore_index=True)
+    curves = pd.concat([_prefixed(part.curves, part.name) for part in parts], ignore_index=True)
+    asked = [part.seeds_asked for part in parts]
+    seeds_asked = None if None in asked else sum(asked)
+    return Report(
+        label,
+        trials,
+        summarize(trials, hyper, seeds_asked),
+        curves,
+        hyper,
+        seeds_asked,
+        [f"{part.name}: {problem}" for part in parts for problem in part.warnings],
+        pd.concat([part.schedules for part in parts], ignore_index=True),
+        first.spec | {"name": label, "seeds": sorted(seen)},
+    )
+
+
+def _prefixed(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    if "trial_id" not in table:
+        return table
+    return table.assign(trial_id=name + "/" + table["trial_id"].astype(str))
 
 
 def load_report(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
