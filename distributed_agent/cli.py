@@ -217,8 +217,11 @@ def command_report(args) -> int:
         out = Path(args.out)
         check_report_out(out, args.overwrite)
     read = [build_report(run_dir) for run_dir in args.run_dirs]
-    labels = list(dict.fromkeys(folder_labels))  # folders with one label are parts of one experiment
-    reports = [merge_parts([r for r, x in zip(read, folder_labels) if x == label], label) for label in labels]
+    if args.labels:  # folders given one label are parts of one experiment
+        labels = list(dict.fromkeys(folder_labels))
+        reports = [merge_parts([r for r, x in zip(read, folder_labels) if x == label], label) for label in labels]
+    else:  # named after their folders, each its own experiment, even where two folders share a name
+        labels, reports = folder_labels, read
     if not args.out:  # the default folder is named after what the reports hold
         out = Path("results") / ("_vs_".join(labels) if len(reports) > 1 else reports[0].name)
         check_report_out(out, args.overwrite)

@@ -335,6 +335,10 @@ def test_parts_of_one_experiment_report_as_the_whole(tmp_path, capsys):
     table = pd.read_csv(comparison / "comparison.csv")
     assert list(table["experiment"]) == ["split", "whole"]
     assert table.loc[0].drop("experiment").equals(table.loc[1].drop("experiment"))
+    # Without --labels, folders are named after themselves and never merged, even where names repeat.
+    same_name = tmp_path / "same_name"
+    assert main(["report", str(tmp_path / "handmade"), str(tmp_path / "handmade"), "--out", str(same_name)]) == 0
+    assert list(pd.read_csv(same_name / "comparison.csv")["experiment"]) == ["handmade", "handmade"]
 
 
 def test_parts_must_be_one_spec_on_other_seeds(tmp_path, capsys):

@@ -178,10 +178,12 @@ def merge_parts(parts: list[Report], label: str) -> Report:
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
+    seen: dict[int, str] = {}
     for part in parts:
-        if part.spec is None:
+        planned = _planned(part.spec)
+        if planned is None:
             raise ConfigError(
-                f"--labels: {part.name} (label {label}) has no readable spec.yaml; parts are merged by spec"
+                f"--labels: {part.name} (label {label}) has no spec.yaml that reads as a spec; parts are merged by spec"
             )
         differing = sorted(
             key
@@ -193,10 +195,7 @@ def merge_parts(parts: list[Report], label: str) -> Report:
                 f"--labels: {first.name} and {part.name} share the label {label} but their specs differ in "
                 f"{', '.join(differing)}; only parts of one experiment (other seeds) can share a label"
             )
-    seen: dict[int, str] = {}
-    for part in parts:
-        seeds = part.spec.get("seeds", 1)
-        for seed in range(seeds) if isinstance(seeds, int) else seeds:  # a count n is seeds 0..n-1
+        for seed in planned.seeds:
             if seed in seen:
                 raise ConfigError(
                     f"--labels: seed {seed} is in both {seen[seed]} and {part.name} (label {label}); "
