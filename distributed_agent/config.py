@@ -257,10 +257,11 @@ class TrainConfig:
     device: str = knob("auto", "where to train (auto: CUDA when available)", pattern=DEVICES)
     num_threads: int = knob(1, "torch threads of the process that trains", above=0, at_most=1024)
     members_per_step: int | None = knob(
-        4,
+        16,
         "members of a population updated together in one batched step (a larger population is stepped in "
-        "chunks; the numbers are the same): small chunks stay in a CPU core's cache; null: the whole "
-        "population at once (for a GPU)",
+        "chunks; the numbers are the same): a step's Python dispatch is shared by its members (on the CPU "
+        "its time loops run 4 members at a time, to stay in a core's cache), but past about 16 members the "
+        "rest of its work outgrows the cache; null: the whole population at once (for a GPU)",
         above=0,
     )
 

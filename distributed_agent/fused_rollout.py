@@ -177,6 +177,7 @@ class FusedRollout(torch.autograd.Function):
     The hidden states and the gate gradients are kept member-major [K, T, B, ...], written per step
     through strided views, so that the weight gradients read each member's (step, episode) rows in
     place (benchmarks/population.py --phases: the copies they replace were a third of the backward).
+    On the CPU the time loops run over chunks of CPU_LOOP_MEMBERS members (`member_chunks`).
     """
 
     @staticmethod
@@ -202,18 +203,30 @@ class FusedRollout(torch.autograd.Function):
         w_hh_t, w_pi_t = w_hh.transpose(1, 2), w_pi.transpose(1, 2)
         # Chosen once per rollout, so that its backward runs the same kind of step.
         cell_forward, ctx.cell_backward = cell_steps(hidden)
-        for t in range(steps):
-            previous, next_hidden = hiddens[:, t], hiddens[:, t + 1]
-            torch.baddbmm(b_hh_rows, previous, w_hh_t, out=from_hidden[t])
-            fed_in = tokens[t] + table_offsets  # rows of flat_table
-            cell_forward(flat_table, fed_in, from_hidden[t], previous, gates[t], candidates[t], next_hidden)
-            if head_columns is None:
-                torch.baddbmm(b_pi_rows, next_hidden, w_pi_t, out=logits[t])
-            else:
-                torch.gather(torch.baddbmm(b_pi_rows, next_hidden, w_pi_t), 2, head_columns, out=logits[t])
-            torch.argmax(logits[t] if noise is None else logits[t] + noise[t], -1, out=tokens[t + 1])
-            if forced is not None:  # exploration: tokens drawn outside the policy
-                torch.where(forced[t] >= 0, forced[t], tokens[t + 1], out=tokens[t + 1])
+        for chunk in member_chunks(members, hidden.device):
+            for t in range(steps):
+                previous, next_hidden = hiddens[chunk, t], hiddens[chunk, t + 1]
+                torch.baddbmm(b_hh_rows[chunk], previous, w_hh_t[chunk], out=from_hidden[t, chunk])
+                fed_in = tokens[t, chunk] + table_offsets[chunk]  # rows of flat_table
+                cell_forward(
+                    flat_table,
+                    fed_in,
+                    from_hidden[t, chunk],
+                    previous,
+                    gates[t, chunk],
+                    candidates[t, chunk],
+                    next_hidden,
+                )
+                step_logits = logits[t, chunk]
+                if head_columns is None:
+                    torch.baddbmm(b_pi_rows[chunk], next_hidden, w_pi_t[chunk], out=step_logits)
+                else:
+                    scores = torch.baddbmm(b_pi_rows[chunk], next_hidden, w_pi_t[chunk])
+                    torch.gather(scores, 2, head_columns[chunk], out=step_logits)
+                chosen = step_logits if noise is None else step_logits + noise[t, chunk]
+                torch.argmax(chosen, -1, out=tokens[t + 1, chunk])
+                if forced is not None:  # exploration: tokens drawn outside the policy
+                    torch.where(forced[t, chunk] >= 0, forced[t, chunk], tokens[t + 1, chunk], out=tokens[t + 1, chunk])
         ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns)
         actions = tokens[1:].permute(1, 2, 0)
         ctx.mark_non_differentiable(actions)
@@ -237,18 +250,28 @@ class FusedRollout(torch.autograd.Function):
             flat_logits.view(members * steps, batch, -1),
             w_pi.unsqueeze(1).expand(-1, steps, -1, -1).reshape(members * steps, -1, size),
         ).view(members, steps, batch, size)
-        carry = torch.zeros_like(hiddens[:, 0])
         # One buffer of four blocks per row, written in place: d reset, d update, d(W_hn h + b_hn)
         # (the first three are d(W_hh h + b_hh)) and d pre-candidate; d(W_ih x + b_ih) is blocks 1, 2
         # and 4 (n is taken before the reset gate). Neither gradient then needs a copy.
         grad_gates = hiddens.new_empty(members, steps, batch, 4 * size)
         grad_from_hidden = grad_gates[..., : 3 * size]
-        for t in reversed(range(steps)):
-            # One step at a time, so that its factors are computed while they are still in cache.
-            direct = ctx.cell_backward(
-                grad_hidden_out[:, t], carry, gates[t], candidates[t], hiddens[:, t], from_hidden[t], grad_gates[:, t]
-            )
-            carry = direct.baddbmm_(grad_from_hidden[:, t], w_hh)  # in place: no copy of `direct`
+        carries = []
+        for chunk in member_chunks(members, hiddens.device):
+            carry = torch.zeros_like(hiddens[chunk, 0])
+            for t in reversed(range(steps)):
+                # One step at a time, so that its factors are computed while they are still in cache.
+                direct = ctx.cell_backward(
+                    grad_hidden_out[chunk, t],
+                    carry,
+                    gates[t, chunk],
+                    candidates[t, chunk],
+                    hiddens[chunk, t],
+                    from_hidden[t, chunk],
+                    grad_gates[chunk, t],
+                )
+                carry = direct.baddbmm_(grad_from_hidden[chunk, t], w_hh[chunk])  # in place: no copy of `direct`
+            carries.append(carry)
+        carry = torch.cat(carries)
 
         flat_grad_hidden = grad_from_hidden.reshape(members, steps * batch, 3 * size)
         grad_w_hh = torch.bmm(flat_grad_hidden.transpose(1, 2), hiddens[:, :-1].reshape(members, steps * batch, size))
@@ -274,6 +297,18 @@ class FusedRollout(torch.autograd.Function):
             None,
             None,
         )
+
+
+# Members stepped together through each time loop on the CPU: a chunk's per-step tensors [k, B, 3d]
+# and weights stay in a core's cache from one step to the next, while the rest of the update runs
+# on all members at once (one Python dispatch per operation). Other devices run every member at once.
+CPU_LOOP_MEMBERS = 4
+
+
+def member_chunks(members: int, device: torch.device) -> list[slice]:
+    """The members of a time loop, in the chunks it steps together (any chunking: the same numbers)."""
+    size = CPU_LOOP_MEMBERS if device.type == "cpu" else members
+    return [slice(start, start + size) for start in range(0, members, size)]
 
 
 def cell_forward_reference(table, row_index, from_hidden, previous, gates, candidate, next_hidden) -> None:

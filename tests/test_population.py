@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_train import fingerprint
 
-from distributed_agent import checkpoint
+from distributed_agent import checkpoint, fused_rollout
 from distributed_agent.config import ConfigError, TrainConfig
 from distributed_agent.runtime import apply_process_settings
 from distributed_agent.spec import load_spec
@@ -52,6 +52,10 @@ def test_every_member_has_the_numbers_of_its_seed_trained_alone(name):
     assert [fingerprint(r) for r in population] == [fingerprint(r) for r in alone]
     chunked = train_population(config.replace(members_per_step=2), SEEDS)  # stepped as 2 + 1 members
     assert [fingerprint(r) for r in chunked] == [fingerprint(r) for r in alone]
+    with pytest.MonkeyPatch.context() as patch:  # one step of 3 members, its time loops over 2 + 1
+        patch.setattr(fused_rollout, "CPU_LOOP_MEMBERS", 2)
+        looped = train_population(config.replace(members_per_step=None), SEEDS)
+    assert [fingerprint(r) for r in looped] == [fingerprint(r) for r in alone]
     if name == "early_stop":  # members did stop at different updates
         assert len({r.updates for r in population}) > 1 and max(r.updates for r in population) < config.updates
     if name == "mastery_batch_mean":  # members did train different stages at the same update
