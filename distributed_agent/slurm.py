@@ -6,11 +6,17 @@ an sbatch script and submits it (`--dry-run` prints it, to read or adapt). The j
   system path, or an object-store URI, that every node sees);
 - stops Ray and removes its temporary folders at the end.
 
-Ports: the head's port and each node's fixed-default ports (the dashboard agent's, the workers'
-range) are free ports chosen on each node when its Ray starts (`distributed-agent ray-node`), so
-two jobs sharing a node do not clash. Ray's nodes and the driver authenticate with a token made
-in the job (in the environment of its processes only, never on disk); Ray has no encryption, so
-the cluster's network must be private, as Slurm clusters' are.
+Ports: the head's port is a free port chosen when the job starts; the ports Ray would take from
+fixed defaults (the dashboard agent's 52365, the workers' range 10002-19999) are given as 0, so each
+of those processes binds a port the kernel hands it (`distributed-agent ray-node`), and two jobs
+sharing a node do not clash. (Ranges the job chose itself could overlap another job's ranges or the
+ports its Ray processes take at random, and Ray may wait forever for a worker that cannot bind its
+port, ray-project/ray#28071: the suspected cause of a CI run in which one of two jobs sharing a node
+never finished.)
+
+Ray's nodes and the driver authenticate with a token made in the job (in the environment of its
+processes only, never on disk); Ray has no encryption, so the cluster's network must be private, as
+Slurm clusters' are.
 
 A job cancelled (`scancel`) or out of time leaves an interrupted experiment; `--resume` submits a
 job that continues it, nothing lost (sweep.py's resume).
@@ -34,7 +40,6 @@ from .storage import open_storage
 from .sweep import check_experiment
 
 RAY = str(Path(sys.executable).parent / "ray")  # the `ray` command of this environment
-WORKER_PORTS = 200  # per node: the dashboard agent's port, then the range for the node's workers
 SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")  # minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,-]+$")
 
@@ -180,29 +185,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive ports free on this node now."""
-    for _ in range(500):
-        base = free_port()
-        if base + size > 65535:
-            continue
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as probe:
-                    probe.bind(("", port))
-            return base
-        except OSError:
-            continue
-    raise ConfigError(f"ray-node: no {size} consecutive free ports on {socket.gethostname()}")
-
-
 def ray_start_command(args) -> list[str]:
-    """`ray start --block` for this node, with free ports for those whose defaults are fixed."""
-    base = free_port_block(WORKER_PORTS)
+    """`ray start --block` for this node; port 0 (the kernel's choice) for those whose defaults are fixed."""
     command = [RAY, "start", "--block", "--disable-usage-stats"]
     command += [f"--num-cpus={args.cpus}", f"--num-gpus={args.gpus}", f"--temp-dir={args.temp_dir}"]
-    command += [f"--dashboard-agent-listen-port={base}", f"--min-worker-port={base + 1}"]
-    command += [f"--max-worker-port={base + WORKER_PORTS - 1}"]
+    command += ["--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0"]
     if args.head:
         command += ["--head", f"--port={args.port}", f"--node-ip-address={args.ip}", "--include-dashboard=false"]
     else:

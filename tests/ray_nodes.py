@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -15,9 +16,25 @@ from pathlib import Path
 
 from processes import kill, process_table
 
-from distributed_agent.slurm import RAY, free_port_block
+from distributed_agent.slurm import RAY, free_port
 
 PORTS_PER_NODE = 60  # 10 named ports, then a range for the node's workers
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive ports free on this machine now."""
+    for _ in range(500):
+        base = free_port()
+        if base + size > 65535:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as probe:
+                    probe.bind(("", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {size} consecutive free ports on this machine")
 
 
 class RayNodes:

@@ -2,6 +2,7 @@
 on a real Slurm started on this machine: a sweep to completion, and a cancelled job resumed by a
 second one with nothing lost."""
 
+import argparse
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from test_sweep import TINY_TRAIN
 
 from distributed_agent.cli import main
 from distributed_agent.report import build_report
+from distributed_agent.slurm import ray_start_command
 from distributed_agent.spec import parse_spec
 from distributed_agent.train import train
 
@@ -182,6 +184,10 @@ def test_two_jobs_sharing_a_node_pick_different_ports_and_both_finish(slurm, tmp
 def test_the_job_script_runs_ray_node_which_refuses_a_half_given_role(capsys):
     assert main(["ray-node", "--cpus", "1"]) == 2
     assert "give --head" in capsys.readouterr().err
+    # Ports with fixed defaults are left to the kernel (0), so jobs sharing a node cannot pick the same.
+    role = argparse.Namespace(cpus=1, gpus=0, temp_dir="/tmp/da-ray-1", head=True, port=40000, ip="10.0.0.1")
+    command = ray_start_command(role)
+    assert {"--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0"} <= set(command)
     port = subprocess.run(
         [sys.executable, "-m", "distributed_agent", "ray-node", "--free-port"], capture_output=True, text=True
     )
