@@ -118,11 +118,15 @@ class SlurmCluster:
         )
         return out.stdout.split()
 
-    def wait_until_done(self, job: str, timeout: float) -> None:
+    def wait_until_done(self, job: str, timeout: float, output: Path | None = None) -> None:
+        """Wait for a job to leave the queue; on timeout the error shows the end of its output file."""
         deadline = time.time() + timeout
         while job in self.jobs():
             if time.time() > deadline:
-                raise TimeoutError(f"Slurm job {job} still running after {timeout:g} s")
+                raise TimeoutError(
+                    f"Slurm job {job} still running after {timeout:g} s; its output ends:\n{_tail(output)}\n"
+                    f"and its head's raylet.out:\n{_tail(Path(f'/tmp/da-ray-{job}/session_latest/logs/raylet.out'))}"
+                )
             time.sleep(1)
 
     def stop(self) -> None:
@@ -134,3 +138,7 @@ class SlurmCluster:
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
             except (OSError, ValueError, IndexError):
                 pass
+
+
+def _tail(path: Path | None) -> str:
+    return path.read_text(errors="replace")[-3000:] if path and path.exists() else "(none)"

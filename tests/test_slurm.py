@@ -122,7 +122,7 @@ def test_a_slurm_job_runs_a_sweep_and_report_reads_its_folder(slurm, tmp_path, m
     log = tmp_path / "job-%j.out"
     argv = ["slurm", str(path), "--nodes", "1", "--cpus-per-node", str(os.cpu_count()), "--time", "15:00"]
     job = submit(slurm, monkeypatch, capsys, [*argv, "--storage", str(tmp_path / "shared"), "--output", str(log)])
-    slurm.wait_until_done(job, timeout=600)
+    slurm.wait_until_done(job, timeout=600, output=Path(str(log).replace("%j", job)))
     output = Path(str(log).replace("%j", job)).read_text()
     assert "Experiment on_slurm: 4 terminated" in output, output[-3000:]
     assert not ray_processes_of(job) and not Path(f"/tmp/da-ray-{job}").exists()  # Ray stopped, folder gone
@@ -150,11 +150,11 @@ def test_a_cancelled_job_is_resumed_by_a_second_job_with_nothing_lost(slurm, tmp
                 finished[result.parent.name] = result.read_bytes()
     assert finished, "no trial finished before the deadline"
     subprocess.run(["scancel", first], env=slurm.env, check=True)
-    slurm.wait_until_done(first, timeout=120)
+    slurm.wait_until_done(first, timeout=120, output=tmp_path / f"job-{first}.out")
     interrupted = build_report(experiment).trials
     assert (interrupted["status"] != "terminated").any(), "the job ended before it was cancelled"
     second = submit(slurm, monkeypatch, capsys, [*argv, "--resume"])
-    slurm.wait_until_done(second, timeout=600)
+    slurm.wait_until_done(second, timeout=600, output=tmp_path / f"job-{second}.out")
     output = (tmp_path / f"job-{second}.out").read_text()
     assert "Experiment cancelled: 6 terminated" in output, output[-3000:]
     for name, before in finished.items():  # trials done before the cancel were not run again
@@ -175,7 +175,7 @@ def test_two_jobs_sharing_a_node_pick_different_ports_and_both_finish(slurm, tmp
         time.sleep(0.5)
     assert set(slurm.running()) >= set(jobs), "the two jobs did not run at the same time"
     for job in jobs:
-        slurm.wait_until_done(job, timeout=600)
+        slurm.wait_until_done(job, timeout=600, output=tmp_path / f"job-{job}.out")
     for job, name in zip(jobs, ("first_of_two", "second_of_two")):
         output = (tmp_path / f"job-{job}.out").read_text()
         assert f"Experiment {name}: 2 terminated" in output, output[-3000:]
