@@ -224,9 +224,10 @@ class FusedRollout(torch.autograd.Function):
                     scores = torch.baddbmm(b_pi_rows[chunk], next_hidden, w_pi_t[chunk])
                     torch.gather(scores, 2, head_columns[chunk], out=step_logits)
                 chosen = step_logits if noise is None else step_logits + noise[t, chunk]
-                torch.argmax(chosen, -1, out=tokens[t + 1, chunk])
+                next_tokens = tokens[t + 1, chunk]
+                torch.argmax(chosen, -1, out=next_tokens)
                 if forced is not None:  # exploration: tokens drawn outside the policy
-                    torch.where(forced[t, chunk] >= 0, forced[t, chunk], tokens[t + 1, chunk], out=tokens[t + 1, chunk])
+                    torch.where(forced[t, chunk] >= 0, forced[t, chunk], next_tokens, out=next_tokens)
         ctx.save_for_backward(input_table, w_hh, w_pi, tokens, from_hidden, gates, candidates, hiddens, head_columns)
         actions = tokens[1:].permute(1, 2, 0)
         ctx.mark_non_differentiable(actions)
