@@ -78,6 +78,17 @@ def test_population_benchmark_prints_a_row_per_size_and_population():
     assert len(rows) == 4 and all(re.search(r"\d+\.\d\dx\s+\d+\.\d$", row) for row in rows), out
 
 
+def test_population_chunks_benchmark_prints_a_row_per_cut():
+    sizes = ("--members", "3", "--batch", "8", "--hidden", "8", "--rounds", "2")
+    out = run("population_chunks.py", *sizes, "--pairs", "1/1", "3/2")
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+\d+\.\d\s+\d+\.\d$", out, re.MULTILINE)
+    assert rows == [("1", "1"), ("3", "2")], out
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/population_chunks.py", "--pairs", "16x4"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--pairs: STEP/LOOP member counts" in bad.stderr
+
+
 def test_compare_trials_matches_trials_by_swept_values_and_seed_not_by_their_ids(tmp_path):
     header = "trial_id,lr,seed,status,success/stage0,success/stage1,success/stage2,success/min,episodes,solved\n"
     before, after = tmp_path / "before.csv", tmp_path / "after.csv"
