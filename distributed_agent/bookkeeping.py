@@ -75,6 +75,20 @@ class Bookkeeping:
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._check_error(trial)
+        self._save_reports(trial)
+
+    def _save_reports(self, trial) -> None:
+        """Copy the attempt's result.json from the driver's staging folder to the storage before
+        Tune restarts it: the restart copies the storage's result.json back over the staging one,
+        and Tune uploads the staging folder only every few minutes, so the reports since the last
+        upload were lost (seen under load: a trial restarted from update 20 kept only its later
+        reports)."""
+        staged = Path(trial.local_path, "result.json")
+        try:
+            if staged.is_file():
+                self.storage.write_text(staged.read_text(), self.name, self._dirname(trial), "result.json")
+        except StorageFull as error:
+            self.storage_full = self.storage_full or str(error)
 
     def _check_error(self, trial) -> None:
         try:
