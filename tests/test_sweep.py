@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ray.cloudpickle
@@ -18,7 +19,7 @@ from distributed_agent.bookkeeping import Bookkeeping
 from distributed_agent.config import ConfigError, TrainConfig
 from distributed_agent.report import build_report, write_report
 from distributed_agent.spec import parse_spec
-from distributed_agent.storage import StorageFull
+from distributed_agent.storage import StorageFull, open_storage
 from distributed_agent.sweep import run_sweep
 from distributed_agent.train import train
 
@@ -153,6 +154,21 @@ def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_n
     report = build_report(path)
     assert sorted(report.trials["seed"]) == seeds  # one row per seed, as for trials of one seed
     assert (report.trials["status"] == "terminated").all() and (report.trials["failures"] == 1).all()
+
+
+def test_a_failed_trials_reports_reach_the_storage_before_tune_restarts_it(tmp_path):
+    # Tune restarts a failed trial with the storage's result.json (ray.tune.logger's
+    # _restore_from_remote), so the driver's staging copy, which is newer, must be there first
+    # (the test above loses reports without it when the machine is loaded).
+    staging, stored = tmp_path / "staging", tmp_path / "runs" / "crash" / "trial_0000"
+    staging.mkdir()
+    stored.mkdir(parents=True)
+    (staging / "result.json").write_text('{"update": 5}\n{"update": 10}\n')
+    (stored / "result.json").write_text('{"update": 5}\n')  # Tune's last upload
+    trial = SimpleNamespace(local_path=str(staging), storage=SimpleNamespace(trial_fs_path=str(stored)))
+    trial.get_error = lambda: None
+    Bookkeeping(open_storage(str(tmp_path / "runs")), "crash").on_trial_recover(0, [], trial)
+    assert (stored / "result.json").read_text() == '{"update": 5}\n{"update": 10}\n'
 
 
 def test_asha_on_configurations_judges_each_by_all_its_seeds(tmp_path):
