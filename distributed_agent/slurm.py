@@ -40,6 +40,9 @@ from .storage import open_storage
 from .sweep import check_experiment
 
 RAY = str(Path(sys.executable).parent / "ray")  # the `ray` command of this environment
+# `ray start` flags for the ports whose defaults are fixed: port 0, the kernel's choice, so that two
+# Rays on one machine (two jobs on a node) cannot take the same (see this module's docstring).
+KERNEL_CHOSEN_PORTS = ("--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0")
 SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")  # minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,-]+$")
 
@@ -189,7 +192,7 @@ def ray_start_command(args) -> list[str]:
     """`ray start --block` for this node; port 0 (the kernel's choice) for those whose defaults are fixed."""
     command = [RAY, "start", "--block", "--disable-usage-stats"]
     command += [f"--num-cpus={args.cpus}", f"--num-gpus={args.gpus}", f"--temp-dir={args.temp_dir}"]
-    command += ["--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0"]
+    command += KERNEL_CHOSEN_PORTS
     if args.head:
         command += ["--head", f"--port={args.port}", f"--node-ip-address={args.ip}", "--include-dashboard=false"]
     else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -16,25 +15,7 @@ from pathlib import Path
 
 from processes import kill, process_table
 
-from distributed_agent.slurm import RAY, free_port
-
-PORTS_PER_NODE = 60  # 10 named ports, then a range for the node's workers
-
-
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive ports free on this machine now."""
-    for _ in range(500):
-        base = free_port()
-        if base + size > 65535:
-            continue
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as probe:
-                    probe.bind(("", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError(f"no {size} consecutive free ports on this machine")
+from distributed_agent.slurm import KERNEL_CHOSEN_PORTS, RAY, free_port
 
 
 class RayNodes:
@@ -51,21 +32,11 @@ class RayNodes:
 
     def _start(self, name: str, *arguments: str) -> Path:
         folder = Path(f"/tmp/da-test-{os.getpid()}-{name}")  # short: Ray's socket paths must fit 107 bytes
-        base = free_port_block(PORTS_PER_NODE)
-        ports = {
-            "--node-manager-port": base,
-            "--object-manager-port": base + 1,
-            "--dashboard-agent-listen-port": base + 2,
-            "--dashboard-agent-grpc-port": base + 3,
-            "--metrics-export-port": base + 4,
-            "--runtime-env-agent-port": base + 5,
-            "--min-worker-port": base + 10,
-            "--max-worker-port": base + PORTS_PER_NODE - 1,
-        }
+        node_manager_port = free_port()  # known, so that node_ids can tell the nodes apart
         self.folders.append(folder)
-        self.node_manager_ports[folder] = base
+        self.node_manager_ports[folder] = node_manager_port
         command = [RAY, "start", *arguments, "--node-ip-address=127.0.0.1", f"--temp-dir={folder}"]
-        command += ["--disable-usage-stats", *(f"{flag}={port}" for flag, port in ports.items())]
+        command += ["--disable-usage-stats", f"--node-manager-port={node_manager_port}", *KERNEL_CHOSEN_PORTS]
         log = self.root / f"{name}.log"
         with open(log, "w") as out:
             started = subprocess.run(command, env=self.env, stdout=out, stderr=subprocess.STDOUT, timeout=120)
@@ -74,7 +45,7 @@ class RayNodes:
         return folder
 
     def start_head(self) -> None:
-        port = free_port_block(1)
+        port = free_port()
         self._start("head", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false")
         self.address = f"127.0.0.1:{port}"
 
