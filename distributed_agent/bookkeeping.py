@@ -75,14 +75,14 @@ class Bookkeeping:
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._check_error(trial)
-        self._save_reports(trial)
 
-    def _save_reports(self, trial) -> None:
-        """Copy the attempt's result.json from the driver's staging folder to the storage before
-        Tune restarts it: the restart copies the storage's result.json back over the staging one,
-        and Tune uploads the staging folder only every few minutes, so the reports since the last
-        upload were lost (seen under load: a trial restarted from update 20 kept only its later
-        reports)."""
+    def on_trial_start(self, iteration, trials, trial, **info):
+        """Copy the trial's result.json from the driver's staging folder to the storage before Tune
+        (re)starts it. A trial restarted after a failure, or after a pause (PBT pauses every trial at
+        every round), gets the storage's result.json copied back over the staging one (Tune's
+        JsonLoggerCallback, called after this callback, `_restore_from_remote`), and Tune uploads the
+        staging folder only every few minutes: the reports since the last upload were lost (seen
+        under load: a restarted trial kept only its later reports; a PBT trial lost all of them)."""
         staged = Path(trial.local_path, "result.json")
         try:
             if staged.is_file():

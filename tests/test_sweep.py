@@ -156,10 +156,10 @@ def test_a_trial_whose_process_dies_resumes_from_its_checkpoint_with_identical_n
     assert (report.trials["status"] == "terminated").all() and (report.trials["failures"] == 1).all()
 
 
-def test_a_failed_trials_reports_reach_the_storage_before_tune_restarts_it(tmp_path):
-    # Tune restarts a failed trial with the storage's result.json (ray.tune.logger's
+def test_a_trials_reports_reach_the_storage_before_tune_restarts_it(tmp_path):
+    # Tune restarts a failed or paused trial with the storage's result.json (ray.tune.logger's
     # _restore_from_remote), so the driver's staging copy, which is newer, must be there first
-    # (the test above loses reports without it when the machine is loaded).
+    # (the test above and PBT's resume test lose reports without it when the machine is loaded).
     staging, stored = tmp_path / "staging", tmp_path / "runs" / "crash" / "trial_0000"
     staging.mkdir()
     stored.mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_a_failed_trials_reports_reach_the_storage_before_tune_restarts_it(tmp_p
     (stored / "result.json").write_text('{"update": 5}\n')  # Tune's last upload
     trial = SimpleNamespace(local_path=str(staging), storage=SimpleNamespace(trial_fs_path=str(stored)))
     trial.get_error = lambda: None
-    Bookkeeping(open_storage(str(tmp_path / "runs")), "crash").on_trial_recover(0, [], trial)
+    Bookkeeping(open_storage(str(tmp_path / "runs")), "crash").on_trial_start(0, [], trial)
     assert (stored / "result.json").read_text() == '{"update": 5}\n{"update": 10}\n'
 
 
@@ -504,6 +504,8 @@ def test_pbt_on_configurations_is_reproducible_resumes_exactly_and_an_exploit_ta
         for run in runs
     ]
     assert finals[0] == finals[1] and len(finals[0]) == 4
+    for lines in runs[0].values():  # every report kept through the rounds' pauses and restarts
+        assert [line.get("evaluation") for line in lines] == [*range(1, len(lines)), None] and lines[-1]["final"]
     first_reports = {key: lines[0] for key, lines in runs[0].items()}
     schedules = {key: json.loads(final[0]) for key, final in finals[0].items()}
     assert any(len(schedule) > 1 for schedule in schedules.values())  # hyperparameters changed in training
