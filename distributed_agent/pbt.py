@@ -153,6 +153,7 @@ class Rounds:
         self._save_round, self._last_round = save_round, last_round
         self._donors: dict[str, str] = {}
         self._keys: dict[str, str] = {}  # trial id -> the trial's key
+        self._holding_late_round = False
         if last_round is not None:
             randomness.restore(last_round["random_state"])
             self._next_perturbation_sync = last_round["next_round"]
@@ -191,6 +192,35 @@ class Rounds:
                 self._save_round(self._round_record(tune_controller, result[self._time_attr]))
             self._donors = {}
         return decision
+
+    def choose_trial_to_run(self, tune_controller):
+        """Tune's synchronous PBT keeps a trial paused at a round until every live trial reaches it,
+        and looks again only when a result comes in. A trial that finishes before the round (its
+        members solved, or its budget spent) sends a final report without `evaluation`, which PBT
+        skips, so the paused trials waited for ever. When every live trial waits at the round, the
+        round is held now, as if the last of them had just arrived with its report."""
+        trial = super().choose_trial_to_run(tune_controller)
+        live = [t for t in tune_controller.get_trials() if not t.is_finished()]
+        if trial is None and live and all(self._waiting_at_round(t) for t in live):
+            last = max(live, key=self._key)
+            self._holding_late_round = True
+            try:
+                self.on_trial_result(tune_controller, last, self._trial_state[last].last_result)
+            finally:
+                self._holding_late_round = False
+            trial = super().choose_trial_to_run(tune_controller)
+        return trial
+
+    def _waiting_at_round(self, trial) -> bool:
+        from ray.tune.experiment import Trial
+
+        state = self._trial_state[trial]
+        return trial.status == Trial.PAUSED and state.last_train_time >= self._next_perturbation_sync
+
+    def _save_trial_state(self, state, time, result, trial):
+        if self._holding_late_round:  # saved when the report came; PB2 would record its data twice
+            return state.last_score
+        return super()._save_trial_state(state, time, result, trial)
 
     def _round_record(self, tune_controller, evaluation: int) -> dict:
         trials = tune_controller.get_trials()

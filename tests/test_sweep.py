@@ -464,6 +464,66 @@ def stop_after_the_round_at(evaluation: int):
     return stop_all
 
 
+def make_early_slow_trial(key: str, solved_at: int, slow_at: int, seconds: float):
+    """A trainable whose trial `key` counts as solved from update `solved_at` on (so it stops early,
+    as a population whose members all reach stop_at_success) and pauses `seconds` at update `slow_at`."""
+
+    def early_slow_trial(config, **kwargs):
+        from distributed_agent import train, trainable
+
+        if config["trial"]["key"] != key:
+            return trainable.run_trial(config, **kwargs)
+        solved, train_step = train.solved, train.train_step
+
+        def slow_step(members):
+            if members[0].update == slow_at:
+                time.sleep(seconds)
+            return train_step(members)
+
+        train.solved = lambda run: run.update >= solved_at or solved(run)
+        train.train_step = slow_step
+        try:
+            trainable.run_trial(config, **kwargs)
+        finally:
+            train.solved, train.train_step = solved, train_step
+
+    return early_slow_trial
+
+
+def test_a_pbt_round_is_held_when_the_trial_it_waits_for_finishes_before_it(tmp_path):
+    # Rounds every 2 evaluations (10 updates). Trial 0001 stops at update 15 (solved), slowly, so
+    # trial 0000 reaches the round at update 20 first and waits; 0001's final report carries no
+    # evaluation, so Tune's synchronous PBT never held that round and 0000 waited for ever.
+    spec = parse_spec(
+        {
+            "name": "late_round",
+            "train": TINY_TRAIN,
+            "seeds": [0],
+            "seeds_per_trial": "all",
+            "samples": 2,
+            "scheduler": "pbt",
+            "checkpoint_every": 2,
+            "mutations": {"lr": {"loguniform": [1e-4, 1e-2]}},
+            "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.5, "seed": 3},
+        }
+    )
+
+    def hung(signum, frame):
+        raise TimeoutError("the PBT sweep still runs after 240 s: a trial waits at a round for ever")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(240)
+    try:
+        path = run_sweep(spec, storage=str(tmp_path), trial_fn=make_early_slow_trial("0001", 15, 12, 10), verbose=0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    lines = results_by_trial(path)
+    assert [line.get("evaluation") for line in lines["trial_0001"]] == [1, 2, None]
+    assert [line.get("evaluation") for line in lines["trial_0000"]] == [1, 2, 3, 4, 5, None]
+    assert json.loads((Path(path) / "pbt_round.json").read_text())["evaluation"] == 4  # the late round
+
+
 @pytest.mark.parametrize("scheduler", ["pbt", pytest.param("pb2", marks=pytest.mark.slow)])
 def test_pbt_on_configurations_is_reproducible_resumes_exactly_and_an_exploit_takes_the_donors_population(
     tmp_path, scheduler, monkeypatch
