@@ -15,15 +15,18 @@ def apply_due(run: TrainState) -> None:
             change_hyperparameters(run, {name: value for name, value in entry.items() if name != "update"})
 
 
-def change_hyperparameters(run: TrainState, values: dict) -> None:
-    """Continue `run` with these field values (schedulable fields: config.schedulable_fields)."""
+def change_hyperparameters(run: TrainState, values: dict, update: int | None = None) -> None:
+    """Continue `run` with these field values (schedulable fields: config.schedulable_fields),
+    logged at `update` (default: the run's own; a population's change is logged at the
+    population's update, also in a member that solved earlier and stays at its own)."""
+    update = run.update if update is None else update
     run.config = run.config.replace(**values)
     for group in run.optimizer.param_groups:  # Adam keeps its own copy of the learning rate
         group["lr"] = run.config.lr
-    if run.changes and run.changes[-1]["update"] == run.update:
+    if run.changes and run.changes[-1]["update"] == update:
         run.changes[-1].update(values)
     else:
-        run.changes.append({"update": run.update, **values})
+        run.changes.append({"update": update, **values})
 
 
 def values_in_effect(changes: list[dict]) -> dict:

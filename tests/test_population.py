@@ -16,7 +16,7 @@ from distributed_agent.runtime import apply_process_settings
 from distributed_agent.spec import load_spec
 from distributed_agent.state import new_population
 from distributed_agent.train import results, run_updates, train, train_population
-from distributed_agent.trainable import population_metrics
+from distributed_agent.trainable import follow_mutations, population_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [4, 0, 9]
@@ -116,6 +116,18 @@ def test_a_trial_is_judged_by_the_mean_over_its_members_and_the_share_solved():
     assert aggregate["success/min"] == 0.5 and aggregate["reward/stage1"] == 0.25
     assert aggregate["solved_share"] == 1 / 3
     assert aggregate["episodes"] == 600 and aggregate["update"] == 30  # compute spent; the furthest member
+
+
+def test_a_populations_change_is_logged_at_its_update_also_in_a_member_that_solved_earlier():
+    # A solved member stays at its update (140); PBT's change at the round of update 200 is logged
+    # at 200 in every member, so the trial's reported schedule replays it at 200.
+    config = CONFIGS["memory_without_shaping"]()
+    members = new_population(config, SEEDS[:2])
+    members[0].update, members[1].update = 140, 200
+    for run in members:
+        follow_mutations(run, config.replace(lr=5e-3), ("lr",), max(member.update for member in members))
+    assert [run.changes for run in members] == [[{"update": 200, "lr": 5e-3}]] * 2
+    assert [run.config.lr for run in members] == [5e-3] * 2
 
 
 def test_a_schedule_changes_hyperparameters_at_its_updates_and_survives_a_checkpoint(tmp_path):
