@@ -21,6 +21,7 @@ the work done since the round is done again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 from collections.abc import Callable
@@ -30,6 +31,8 @@ def make_pbt(spec, save_round: Callable[[dict], None] | None = None, last_round:
     """The scheduler of a `scheduler: pbt` spec; its mutations live in each trial's config at trial.hp.
     save_round is called with each round's record; last_round is the record to resume from."""
     from ray.tune.schedulers import PopulationBasedTraining
+
+    _quiet_about_final_reports()
 
     rng = random.Random(spec.pbt_seed)
 
@@ -60,6 +63,8 @@ def make_pb2(spec, save_round: Callable[[dict], None] | None = None, last_round:
     """The scheduler of a `scheduler: pb2` spec (needs scikit-learn: the pb2 extra)."""
     import numpy as np
     from ray.tune.schedulers.pb2 import PB2
+
+    _quiet_about_final_reports()
 
     class SeededPB2(Rounds, PB2):
         def round_extras(self, key_of: dict[str, str]) -> dict:
@@ -238,6 +243,20 @@ class Rounds:
             "random_state": self._randomness.to_json(),
             "extras": self.round_extras({str(t): self._key(t) for t in trials}),
         }
+
+
+class _FinalReportFilter(logging.Filter):
+    """A trial's final report carries no `evaluation` on purpose (no perturbation at the end); Tune
+    warns about it once per sweep, printing the whole report (kilobytes, members included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Cannot find time_attr")
+
+
+def _quiet_about_final_reports() -> None:
+    tune_pbt = logging.getLogger("ray.tune.schedulers.pbt")
+    if not any(isinstance(f, _FinalReportFilter) for f in tune_pbt.filters):
+        tune_pbt.addFilter(_FinalReportFilter())
 
 
 def _clipper(spec):

@@ -464,6 +464,39 @@ def stop_after_the_round_at(evaluation: int):
     return stop_all
 
 
+def test_pbt_does_not_print_a_trials_final_report_as_a_warning():
+    import logging
+
+    from ray.util.debug import reset_log_once
+
+    from distributed_agent.pbt import make_pbt
+
+    spec = parse_spec(
+        {
+            "name": "quiet",
+            "train": TINY_TRAIN,
+            "seeds": [0],
+            "scheduler": "pbt",
+            "checkpoint_every": 2,
+            "mutations": {"lr": {"loguniform": [1e-4, 1e-2]}},
+            "pbt": {"perturbation_interval": 2},
+        }
+    )
+    scheduler = make_pbt(spec)
+    scheduler.set_search_properties("success/min", "max")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tune_pbt = logging.getLogger("ray.tune.schedulers.pbt")
+    tune_pbt.addHandler(handler)
+    reset_log_once("pbt-time_attr-error")  # Tune warns once per process
+    try:  # a final report: no evaluation, on purpose
+        decision = scheduler.on_trial_result(None, SimpleNamespace(), {"success/min": 1.0, "final": 1})
+    finally:
+        tune_pbt.removeHandler(handler)
+    assert decision == "CONTINUE" and records == []
+
+
 def make_early_slow_trial(key: str, solved_at: int, slow_at: int, seconds: float):
     """A trainable whose trial `key` counts as solved from update `solved_at` on (so it stops early,
     as a population whose members all reach stop_at_success) and pauses `seconds` at update `slow_at`."""
