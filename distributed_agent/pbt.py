@@ -32,8 +32,6 @@ def make_pbt(spec, save_round: Callable[[dict], None] | None = None, last_round:
     save_round is called with each round's record; last_round is the record to resume from."""
     from ray.tune.schedulers import PopulationBasedTraining
 
-    _quiet_about_final_reports()
-
     rng = random.Random(spec.pbt_seed)
 
     def sampler(dimension):
@@ -63,8 +61,6 @@ def make_pb2(spec, save_round: Callable[[dict], None] | None = None, last_round:
     """The scheduler of a `scheduler: pb2` spec (needs scikit-learn: the pb2 extra)."""
     import numpy as np
     from ray.tune.schedulers.pb2 import PB2
-
-    _quiet_about_final_reports()
 
     class SeededPB2(Rounds, PB2):
         def round_extras(self, key_of: dict[str, str]) -> dict:
@@ -159,6 +155,7 @@ class Rounds:
         self._donors: dict[str, str] = {}
         self._keys: dict[str, str] = {}  # trial id -> the trial's key
         self._holding_late_round = False
+        _quiet_about_final_reports()
         if last_round is not None:
             randomness.restore(last_round["random_state"])
             self._next_perturbation_sync = last_round["next_round"]
@@ -205,16 +202,18 @@ class Rounds:
         skips, so the paused trials waited for ever. When every live trial waits at the round, the
         round is held now, as if the last of them had just arrived with its report."""
         trial = super().choose_trial_to_run(tune_controller)
+        if trial is not None:
+            return trial
         live = [t for t in tune_controller.get_trials() if not t.is_finished()]
-        if trial is None and live and all(self._waiting_at_round(t) for t in live):
-            last = max(live, key=self._key)
-            self._holding_late_round = True
-            try:
-                self.on_trial_result(tune_controller, last, self._trial_state[last].last_result)
-            finally:
-                self._holding_late_round = False
-            trial = super().choose_trial_to_run(tune_controller)
-        return trial
+        if not live or not all(self._waiting_at_round(t) for t in live):
+            return None
+        last = max(live, key=self._key)
+        self._holding_late_round = True
+        try:
+            self.on_trial_result(tune_controller, last, self._trial_state[last].last_result)
+        finally:
+            self._holding_late_round = False
+        return super().choose_trial_to_run(tune_controller)
 
     def _waiting_at_round(self, trial) -> bool:
         from ray.tune.experiment import Trial

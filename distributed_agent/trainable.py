@@ -64,14 +64,16 @@ def load_trial_state(members: list[TrainState], saved, mutable: tuple[str, ...] 
     checkpoint.restore(members, state, str(saved.path), mutable)
 
 
-def follow_mutations(run: TrainState, config: TrainConfig, mutable: tuple[str, ...], update: int) -> None:
+def follow_mutations(members: list[TrainState], config: TrainConfig, mutable: tuple[str, ...]) -> None:
     """Log (and apply) the trial's values of the mutated fields where they differ from the ones in
     effect: at the start, and after an exploit, whose donor's log the run has just taken over.
-    `update` is the population's (a member that solved earlier stays at its own)."""
-    in_effect = values_in_effect(run.changes)
+    Logged at the population's update, also in a member that solved earlier and stays at its own."""
+    update = max(run.update for run in members)
     values = {name: getattr(config, name) for name in mutable}
-    if any(in_effect.get(name) != value for name, value in values.items()):
-        change_hyperparameters(run, values, update)
+    for run in members:
+        in_effect = values_in_effect(run.changes)
+        if any(in_effect.get(name) != value for name, value in values.items()):
+            change_hyperparameters(run, values, update)
 
 
 def member_metrics(run: TrainState, evaluation: Evaluation, final: bool) -> dict:
@@ -121,8 +123,7 @@ def run_trial(
         saved = tune.Checkpoint(resume_from)
     if saved is not None:
         load_trial_state(members, saved, mutable)
-    for run in members:
-        follow_mutations(run, train_config, mutable, max(member.update for member in members))
+    follow_mutations(members, train_config, mutable)
     node_id, cpu = ray.get_runtime_context().get_node_id(), cpu_description()
     reported_final = False
 

@@ -124,8 +124,7 @@ def test_a_populations_change_is_logged_at_its_update_also_in_a_member_that_solv
     config = CONFIGS["memory_without_shaping"]()
     members = new_population(config, SEEDS[:2])
     members[0].update, members[1].update = 140, 200
-    for run in members:
-        follow_mutations(run, config.replace(lr=5e-3), ("lr",), max(member.update for member in members))
+    follow_mutations(members, config.replace(lr=5e-3), ("lr",))
     assert [run.changes for run in members] == [[{"update": 200, "lr": 5e-3}]] * 2
     assert [run.config.lr for run in members] == [5e-3] * 2
 

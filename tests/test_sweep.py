@@ -166,7 +166,6 @@ def test_a_trials_reports_reach_the_storage_before_tune_restarts_it(tmp_path):
     (staging / "result.json").write_text('{"update": 5}\n{"update": 10}\n')
     (stored / "result.json").write_text('{"update": 5}\n')  # Tune's last upload
     trial = SimpleNamespace(local_path=str(staging), storage=SimpleNamespace(trial_fs_path=str(stored)))
-    trial.get_error = lambda: None
     Bookkeeping(open_storage(str(tmp_path / "runs")), "crash").on_trial_start(0, [], trial)
     assert (stored / "result.json").read_text() == '{"update": 5}\n{"update": 10}\n'
 
