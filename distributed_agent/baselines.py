@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
@@ -190,7 +190,9 @@ def new_run(config: TrainConfig) -> BaselineRun:
             verbose=0,
             **hyperparameters,
         )
-        model.set_logger(configure(None, []))  # no output; its values stay readable (loss below)
+        # No output; its values stay readable (loss below). A Logger of no formats, not
+        # configure(None, []): that makes an empty /tmp/SB3-<time> folder per model.
+        model.set_logger(Logger(folder=None, output_formats=[]))
         streams = random_streams()
     return BaselineRun(config, torch.device("cpu"), vector.episodes.env, vector, model, curriculum, streams)
 

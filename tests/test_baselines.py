@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,12 @@ def test_a_baseline_trained_in_a_population_equals_it_trained_alone():
     assert together[1].final_success == alone.final_success
     assert [e.loss for e in together[1].history] == [e.loss for e in alone.history]
     assert together[0].final_success != together[1].final_success or together[0].history != together[1].history
+
+
+def test_a_baseline_leaves_no_folder_in_the_temporary_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger makes one per model
+    run_updates(new_population(tiny("ppo"), [0]), until=2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_baselines_are_evaluated_on_the_tasks_our_agent_is_evaluated_on():
