@@ -75,17 +75,20 @@ class RayNodes:
             grown = bool(children)
         return found
 
-    def kill(self, folder: Path) -> set[int]:
-        """Kill a node as a crash or an out-of-memory kill does: SIGKILL to each of its processes."""
-        victims = self.processes_of(folder)
-        kill(victims)
+    def kill(self, folder: Path, wait_s: float = 10) -> set[int]:
+        """Kill a node as a crash or an out-of-memory kill does: SIGKILL to each of its processes,
+        then wait (up to wait_s) until they are gone. A killed process stays in /proc while the
+        kernel tears it down (CI once saw one there right after the kill), and one it was starting
+        may appear meanwhile: it is killed too. The processes killed."""
+        victims, deadline = set(), time.time() + wait_s
+        while (alive := self.processes_of(folder)) and time.time() < deadline:
+            kill(alive)
+            victims |= alive
+            time.sleep(0.1)
         return victims
 
     def stop(self) -> None:
         for folder in self.folders:
             self.kill(folder)
-        deadline = time.time() + 10
-        while time.time() < deadline and any(self.processes_of(f) for f in self.folders):
-            time.sleep(0.2)
         for folder in self.folders:
             subprocess.run(["rm", "-rf", str(folder)], check=False)
