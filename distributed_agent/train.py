@@ -65,13 +65,22 @@ def run_updates(
 ) -> None:
     """Train a population up to update `until` (default: config.updates), evaluating every
     eval_every updates. A member that solved stops: its weights and numbers stay as they were.
-    Each member's `seconds` gains its share of the population's time."""
+    Each member's `seconds` gains its share of the population's time. Runs under config.num_threads
+    torch threads, as train() does, whoever calls it: the numbers depend on the count, and a
+    process's default (every core) beside other work is many times slower (a test that trained
+    a baseline here directly took 208 s instead of 8 beside a running sweep)."""
     config = members[0].config
-    if config.agent != "ours":
-        from . import baselines
+    with torch_threads(config.num_threads):
+        if config.agent != "ours":
+            from . import baselines
 
-        return baselines.run_updates(members, callback, until)
-    until = config.updates if until is None else min(until, config.updates)
+            baselines.run_updates(members, callback, until)
+        else:
+            _run_updates(members, callback, config.updates if until is None else min(until, config.updates))
+
+
+def _run_updates(members: list[TrainState], callback: PopulationCallback | None, until: int) -> None:
+    config = members[0].config
     while active := [run for run in members if run.update < until and not solved(run)]:
         started = time.perf_counter()
         step(active)
@@ -101,8 +110,11 @@ def step(members: list[TrainState]) -> None:
 
 
 def final_evaluation(members: list[TrainState]) -> list[tuple[list[float], list[float]]]:
-    """Per member: greedy success and reward per stage on final_eval_episodes (what a report shows)."""
-    return _evaluate_in_chunks(members, members[0].config.final_eval_episodes, FINAL_TAG)
+    """Per member: greedy success and reward per stage on final_eval_episodes (what a report shows),
+    under config.num_threads torch threads (see run_updates)."""
+    config = members[0].config
+    with torch_threads(config.num_threads):
+        return _evaluate_in_chunks(members, config.final_eval_episodes, FINAL_TAG)
 
 
 def _evaluate_in_chunks(members: list[TrainState], episodes: int, tag: int) -> list[tuple[list[float], list[float]]]:

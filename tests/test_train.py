@@ -95,6 +95,22 @@ def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path
     assert straight.updates == 40 and len(straight.history) == 8
 
 
+def test_training_called_directly_runs_under_the_configs_thread_count_and_restores_the_callers():
+    config = TrainConfig(**{**SMALL, "updates": 10, "eval_every": 5})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        run = new_run(config)
+        run_updates([run], callback=lambda members: seen.append(torch.get_num_threads()))
+        assert seen == [config.num_threads] * 2 and torch.get_num_threads() == 2
+        [result] = results([run])
+        assert torch.get_num_threads() == 2
+        assert result.final_success == train(config).final_success
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_diverging_run_raises_a_clear_error():
     config = TrainConfig(**{**SMALL, "lr": 1e30, "updates": 30})
     with pytest.raises(FloatingPointError, match=r"loss became (nan|inf|-inf) at update \d+ \(lr=1e\+30, seed 0\)"):
