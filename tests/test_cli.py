@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -207,9 +208,12 @@ def test_a_sweep_whose_trials_errored_exits_non_zero(tmp_path, capsys):
     spec.write_text(
         yaml.safe_dump({"name": "nan", "max_failures": 0, "seeds": 2, "train": {**TINY, "lr": 1e30, "eval_every": 5}})
     )
-    assert main(["sweep", str(spec), "--storage", str(tmp_path / "runs")]) == 1
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert main(["sweep", str(spec), "--storage", str(tmp_path / "runs")]) == 1
     captured = capsys.readouterr()
     assert "2 errored" in captured.out and "2 trials errored" in captured.err
+    assert not [w for w in warned if "legend" in str(w.message)]  # the report's plots of no curve: no warning
 
 
 def test_fields_lists_every_train_field_with_what_is_allowed(capsys):

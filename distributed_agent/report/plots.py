@@ -69,7 +69,7 @@ def _episode_panels(efficiency: pd.DataFrame, panels: dict[str, str], ylabel: st
         axis.set_xlabel("training episodes")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
-    axes[0].legend(fontsize=7, loc="lower right")
+    _legend(axes[0], fontsize=7, loc="lower right")
     fig.suptitle(
         f"{title}\nBands: 95% bootstrap intervals, seeds resampled (within each stage). A seed that stopped\n"
         "once solved carries its final value forward; a curve ends where a seed stopped without a final evaluation.",
@@ -87,7 +87,7 @@ def performance_profile_plot(profile: pd.DataFrame, path: Path, title: str) -> N
     axis.set_ylabel("share of runs x stages with success > tau")
     axis.set_ylim(-0.02, 1.02)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="lower left")
+    _legend(axis, fontsize=7, loc="lower left")
     axis.set_title(f"{title}: performance profile\n(95% stratified-bootstrap band)", fontsize=9)
     _save(fig, path)
 
@@ -101,12 +101,19 @@ def survival_plot(survival: pd.DataFrame, path: Path, title: str) -> None:
     axis.set_ylabel("share of seeds not yet solved")
     axis.set_ylim(-0.02, 1.02)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="upper right")
+    _legend(axis, fontsize=7, loc="upper right")
     axis.set_title(
         f"{title}: time to solve (all stages >= 0.99)\nKaplan-Meier, seeds never solved censored; 95% bootstrap band",
         fontsize=9,
     )
     _save(fig, path)
+
+
+def _legend(axis, **options) -> None:
+    """A legend where a curve is labelled; none where nothing is (every trial errored: matplotlib
+    would warn on the user's console)."""
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(**options)
 
 
 def _save(fig, path: Path) -> None:
@@ -143,7 +150,7 @@ def sensitivity_plot(report: Report, path: Path) -> bool:
     axis.set_ylabel(f"final {SUCCESS_MIN} (mean, 95% CI)")
     axis.set_ylim(-0.05, 1.05)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
+    _legend(axis, fontsize=7)
     axis.set_title(f"{report.name}: sensitivity")
     _save(fig, path)
     return True
@@ -163,7 +170,7 @@ def comparison_plot(labels: list[str], selected: list[pd.Series], path: Path) ->
     axis.set_xticks(np.arange(NUM_STAGES) + width * (len(labels) - 1) / 2, [f"stage {s}" for s in range(NUM_STAGES)])
     axis.set_ylabel("final greedy success (mean, 95% CI)")
     axis.set_ylim(0, 1.05)
-    axis.legend()
+    _legend(axis)
     _save(fig, path)
 
 
@@ -178,5 +185,5 @@ def schedule_plot(schedules: pd.DataFrame, path: Path) -> None:
         axis.set_xlabel("update")
         axis.set_ylabel(name)
         axis.set_yscale("log" if (schedules[name].dropna() > 0).all() else "linear")
-    axes[0][0].legend(fontsize=7, title="trial")
+    _legend(axes[0][0], fontsize=7, title="trial")
     _save(fig, path)
