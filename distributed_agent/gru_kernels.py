@@ -66,13 +66,15 @@ def _build():
     # No fused multiply-adds but the explicit std::fma (torch's addcmul is one); the instruction
     # set torch's own kernels use, so that std::fma is an instruction, not a library call.
     flags = ["-O3", "-ffp-contract=off"] + (["-mavx2", "-mfma"] if capability in ("AVX2", "AVX512") else [])
-    # A build per instruction set, torch and Python version and source: a home directory shared by
-    # a cluster's nodes holds one for each kind of node, an upgraded torch never loads a stale build,
-    # and checkouts of the same source (a fresh clone beside a working copy) share one instead of
-    # rebuilding it in turn (torch rebuilds when a source's path changes, so each build compiles
-    # its own copy of the source).
+    # A build per instruction set, torch and Python version, torch installation and source: a home
+    # directory shared by a cluster's nodes holds one for each kind of node, an upgraded torch never
+    # loads a stale build, and checkouts of the same source in one environment share one (torch
+    # rebuilds when a source's path changes, so each build compiles its own copy of the source).
+    # Two environments do not share one: the compile command names the installation's headers, so
+    # ninja rebuilt a shared one whenever the other environment had built it last (~30 s each time).
     code = SOURCE.read_bytes()
-    digest = hashlib.sha256(code + " ".join(flags).encode()).hexdigest()[:12]
+    installation = str(Path(torch.__file__).resolve().parent).encode()
+    digest = hashlib.sha256(code + " ".join(flags).encode() + installation).hexdigest()[:12]
     python = f"{sys.version_info.major}{sys.version_info.minor}"
     name = re.sub(
         r"\W", "_", f"distributed_agent_gru_cell_{capability}_torch{torch.__version__}_py{python}_{digest}".lower()
