@@ -8,6 +8,7 @@ the same numbers as one run straight through.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,27 +61,33 @@ def finished(run: TrainState) -> bool:
     return run.update >= run.config.updates or solved(run)
 
 
+def _under_config_threads(function):
+    """Run a function of a population under its config.num_threads torch threads (the caller's
+    count restored after), whoever calls it: the numbers depend on the count, and a process's
+    default (every core) beside other work is many times slower (a test that trained a baseline
+    through run_updates took 208 s instead of 8 beside a running sweep)."""
+
+    @functools.wraps(function)
+    def under_threads(members, *args, **kwargs):
+        with torch_threads(members[0].config.num_threads):
+            return function(members, *args, **kwargs)
+
+    return under_threads
+
+
+@_under_config_threads
 def run_updates(
     members: list[TrainState], callback: PopulationCallback | None = None, until: int | None = None
 ) -> None:
     """Train a population up to update `until` (default: config.updates), evaluating every
     eval_every updates. A member that solved stops: its weights and numbers stay as they were.
-    Each member's `seconds` gains its share of the population's time. Runs under config.num_threads
-    torch threads, as train() does, whoever calls it: the numbers depend on the count, and a
-    process's default (every core) beside other work is many times slower (a test that trained
-    a baseline here directly took 208 s instead of 8 beside a running sweep)."""
+    Each member's `seconds` gains its share of the population's time."""
     config = members[0].config
-    with torch_threads(config.num_threads):
-        if config.agent != "ours":
-            from . import baselines
+    if config.agent != "ours":
+        from . import baselines
 
-            baselines.run_updates(members, callback, until)
-        else:
-            _run_updates(members, callback, config.updates if until is None else min(until, config.updates))
-
-
-def _run_updates(members: list[TrainState], callback: PopulationCallback | None, until: int) -> None:
-    config = members[0].config
+        return baselines.run_updates(members, callback, until)
+    until = config.updates if until is None else min(until, config.updates)
     while active := [run for run in members if run.update < until and not solved(run)]:
         started = time.perf_counter()
         step(active)
@@ -109,12 +116,10 @@ def step(members: list[TrainState]) -> None:
         train_step(chunk)
 
 
+@_under_config_threads
 def final_evaluation(members: list[TrainState]) -> list[tuple[list[float], list[float]]]:
-    """Per member: greedy success and reward per stage on final_eval_episodes (what a report shows),
-    under config.num_threads torch threads (see run_updates)."""
-    config = members[0].config
-    with torch_threads(config.num_threads):
-        return _evaluate_in_chunks(members, config.final_eval_episodes, FINAL_TAG)
+    """Per member: greedy success and reward per stage on final_eval_episodes (what a report shows)."""
+    return _evaluate_in_chunks(members, members[0].config.final_eval_episodes, FINAL_TAG)
 
 
 def _evaluate_in_chunks(members: list[TrainState], episodes: int, tag: int) -> list[tuple[list[float], list[float]]]:
@@ -129,6 +134,7 @@ def _chunks(members: list[TrainState], size: int | None) -> list[list[TrainState
     return [members[i : i + size] for i in range(0, len(members), size)]
 
 
+@_under_config_threads
 def results(members: list[TrainState], with_samples: bool = True) -> list[TrainResult]:
     return [
         TrainResult(
