@@ -119,6 +119,7 @@ def crash_once(marker: str, at_update: int):
     return trial
 
 
+@pytest.mark.slow  # ~35 s; by default, a baseline cut in two by a checkpoint and our agent's worker-dies test
 def test_a_baseline_sweep_whose_worker_dies_resumes_from_its_checkpoint_with_identical_numbers(tmp_path):
     spec = parse_spec(
         {

@@ -26,6 +26,7 @@ def test_throughput_benchmark_prints_reference_project_and_ratio():
     assert "peak resident memory" in out
 
 
+@pytest.mark.slow  # ~30 s: two sweeps and sequential runs; test_sweep checks a sweep's numbers by default
 def test_sweep_overhead_benchmark_runs_and_checks_the_numbers():
     out = run("sweep_overhead.py", "--trials", "2", "--updates", "10", "--eval-every", "5", "--rounds", "1")
     assert "identical numbers: True" in out, out
@@ -39,6 +40,7 @@ def test_tutorial_transcription_seeds_runs():
     assert "of 1" in out
 
 
+@pytest.mark.slow  # ~45 s, most of it inductor compiling
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compile_probe_runs():
     out = run("compile_probe.py", "--batch", "8", "--updates", "2", "--rounds", "1")

@@ -3,6 +3,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import yaml
 
 from distributed_agent.progress import HEARTBEAT, PRINT_EVERY, ProgressLines
@@ -67,7 +68,8 @@ def test_min_mode_picks_the_lowest():
     assert progress.best()[1] == 0.5
 
 
-def test_a_sweep_prints_a_few_lines_that_show_the_swept_values_and_the_metric(tmp_path):
+def small_sweep(tmp_path) -> list[str]:
+    """The command of a CLI sweep of 8 short trials (2 x 2 grid, 2 seeds), storage under tmp_path."""
     spec = tmp_path / "small.yaml"
     train = {"variant": "tutorial", "hidden_size": 16, "batch_size": 32, "updates": 20, "eval_every": 5}
     spec.write_text(
@@ -80,8 +82,11 @@ def test_a_sweep_prints_a_few_lines_that_show_the_swept_values_and_the_metric(tm
             }
         )
     )
-    command = [sys.executable, "-m", "distributed_agent", "sweep", str(spec), "--storage", str(tmp_path / "runs")]
-    default = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return [sys.executable, "-m", "distributed_agent", "sweep", str(spec), "--storage", str(tmp_path / "runs")]
+
+
+def test_a_sweep_prints_a_few_lines_that_show_the_swept_values_and_the_metric(tmp_path):
+    default = subprocess.run(small_sweep(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert default.returncode == 0, default.stderr[-2000:]
     output = (default.stdout + default.stderr).splitlines()
     assert len(output) < 40, "\n".join(output)
@@ -89,6 +94,11 @@ def test_a_sweep_prints_a_few_lines_that_show_the_swept_values_and_the_metric(tm
     assert progress and all("lr=" in line and "entropy_coef=" in line for line in progress if "best" in line)
     assert "best success/min" in progress[-1] and "8/8 done" in progress[-1]
     assert not any("Trial status" in line or "Configuration for experiment" in line for line in output)
+
+
+@pytest.mark.slow  # two more sweeps (~40 s); the default run keeps the default console's test above
+def test_quiet_prints_no_progress_and_verbose_prints_tunes_table(tmp_path):
+    command = small_sweep(tmp_path)
     quiet = subprocess.run(
         [*command[:-1], str(tmp_path / "quiet"), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )

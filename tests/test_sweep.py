@@ -323,7 +323,10 @@ def interrupt_mid_sweep(command: list[str], runs: Path, how: int, env: dict, ses
     return finished_before
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+# SIGKILL (nothing lost) runs by default; SIGINT, a user's Ctrl-C (also nothing re-run), in the slow set.
+@pytest.mark.parametrize(
+    "how", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL], ids=["SIGINT", "SIGKILL"]
+)
 def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trials(tmp_path, how):
     spec_path = tmp_path / "killed.yaml"
     spec_path.write_text(
@@ -522,6 +525,7 @@ def make_early_slow_trial(key: str, solved_at: int, slow_at: int, seconds: float
     return early_slow_trial
 
 
+@pytest.mark.slow  # a regression test (~40 s); the default run keeps pbt's reproducibility test
 def test_a_pbt_round_is_held_when_the_trial_it_waits_for_finishes_before_it(tmp_path):
     # Rounds every 2 evaluations (10 updates). Trial 0001 stops at update 15 (solved), slowly, so
     # trial 0000 reaches the round at update 20 first and waits; 0001's final report carries no
