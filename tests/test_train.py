@@ -78,8 +78,9 @@ print(json.dumps({"success": result.final_success, "reward": result.final_reward
             "action_space": "tools",
         },
         {"action_novelty_bonus": 1.0, "rnd_bonus": 1.0, "rnd_states": "history", "self_imitation": 1.0},
+        {"rnd_bonus": 1.0, "rnd_states": "agent", "self_imitation": 1.0},
     ],
-    ids=["plain", "exploration", "general_novelty"],
+    ids=["plain", "exploration", "general_novelty", "rnd_on_agent_states"],
 )
 def test_half_save_restore_in_a_new_process_and_half_again_is_identical(tmp_path, extra):
     config = TrainConfig(**{**SMALL, **extra})
