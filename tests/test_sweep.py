@@ -297,9 +297,11 @@ def interrupt_mid_sweep(command: list[str], runs: Path, how: int, env: dict, ses
     lines of the trials finished before the signal, or None when the signal came too late: every
     trial finished while the driver stopped (a SIGINT run then rightly exits 0 with nothing to
     resume). Tune writes result lines in bursts, so the moment cannot be chosen more finely."""
-    driver = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    log = runs.with_suffix(".log")  # a file, not a pipe: a driver that fills an unread pipe stalls
+    with log.open("wb") as out:
+        driver = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     sessions.append(driver.pid)
     deadline = time.time() + 240
     while time.time() < deadline:  # wait for one finished and one unfinished trial
@@ -311,10 +313,17 @@ def interrupt_mid_sweep(command: list[str], runs: Path, how: int, env: dict, ses
         finished_before = {k: v for k, v in lines.items() if v and v[-1].get("final") == 1}
         if finished_before and len(finished_before) < 6 and len(lines) > len(finished_before):
             break
+        if len(finished_before) == 6:  # every trial finished between two looks: try again
+            kill_session(driver.pid)
+            return None
+        if driver.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {driver.returncode}) before the moment: {log.read_text()[-3000:]}")
     else:
-        pytest.fail("the sweep never reached a state with finished and unfinished trials")
+        kill_session(driver.pid)
+        pytest.fail(f"the sweep never reached a state with finished and unfinished trials: {log.read_text()[-3000:]}")
     driver.send_signal(how)
-    output = driver.communicate(timeout=120)[0].decode()
+    driver.wait(timeout=120)
+    output = log.read_text()
     kill_session(driver.pid)  # a SIGKILLed driver leaves its Ray processes behind
     if every_trial_finished(results_by_trial(runs / "killed")):
         return None
@@ -340,7 +349,10 @@ def test_a_killed_driver_is_finished_by_resume_without_losing_or_rerunning_trial
             }
         )
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Tune copies result lines to the storage at each experiment snapshot, by default every 10 s or
+    # more; trials here take a few seconds, so the storage could go from no finished trial to all of
+    # them in one copy and the moment to interrupt never came (CI, stop 30). Snapshot every second.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     sessions = []
     try:
         for attempt in range(3):  # a signal that came after the last trial finished is tried again
