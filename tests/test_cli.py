@@ -82,6 +82,10 @@ def test_missing_or_broken_files_are_one_line(tmp_path, capsys):
     assert "checkpoint: no such file" in capsys.readouterr().err
     assert main(["explain", "--checkpoint", str(broken)]) == 2
     assert "is not a distributed_agent checkpoint" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "none")]) == 2
+    assert "run folder: " in (err := capsys.readouterr().err) and "none' does not exist" in err
+    assert main(["report", str(broken)]) == 2  # e.g. a README.md picked up by parts/*
+    assert "broken.yaml' is a file (give an experiment folder" in capsys.readouterr().err
 
 
 def test_train_prints_progress_samples_and_final_then_explain_reads_the_checkpoint(tmp_path, capsys):

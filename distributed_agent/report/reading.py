@@ -345,14 +345,15 @@ def experiment_storage(run_dir: str | Path) -> tuple[Storage, str]:
         parent += mark + options
     else:
         parent, name = str(Path(text).parent), Path(text).name
-    missing = f"run folder: {str(run_dir)!r} does not exist (give an experiment folder, e.g. runs/default)"
+    problem = "does not exist"
     try:
         storage = open_storage(parent, writable=False)
-        found = bool(name) and storage.exists(name) and not storage.is_file(name)
+        if name and storage.exists(name):
+            problem = "is a file" if storage.is_file(name) else ""
     except (ConfigError, OSError):
-        found = False
-    if not found:
-        raise ConfigError(missing)
+        pass
+    if problem:  # e.g. a README.md that a shell pattern (parts/*) picked up with the folders
+        raise ConfigError(f"run folder: {str(run_dir)!r} {problem} (give an experiment folder, e.g. runs/default)")
     return storage, name
 
 
