@@ -318,8 +318,7 @@ def interrupt_mid_sweep(command: list[str], runs: Path, how: int, env: dict, ses
             return None
         if driver.poll() is not None:
             pytest.fail(f"the sweep ended (exit {driver.returncode}) before the moment: {log.read_text()[-3000:]}")
-    else:
-        kill_session(driver.pid)
+    else:  # the caller's cleanup stops the driver
         pytest.fail(f"the sweep never reached a state with finished and unfinished trials: {log.read_text()[-3000:]}")
     driver.send_signal(how)
     driver.wait(timeout=120)
