@@ -33,6 +33,8 @@ SLOW_TRAIN = {**TINY_TRAIN, "updates": 12000, "batch_size": 64, "eval_every": 10
 
 
 def start_driver(spec: dict, tmp_path: Path, *extra: str, name: str = "spec.yaml") -> subprocess.Popen:
+    """Start a sweep driver in its own session. Its output goes to files beside the spec (see
+    `driver_errors`), not to pipes: a driver that fills a pipe nobody reads stalls."""
     spec_path = tmp_path / name
     spec_path.write_text(yaml.safe_dump(spec))
     command = [
@@ -45,15 +47,19 @@ def start_driver(spec: dict, tmp_path: Path, *extra: str, name: str = "spec.yaml
         str(tmp_path / "runs"),
         *extra,
     ]
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        text=True,
-    )
+    with (tmp_path / f"{name}.out").open("wb") as out, (tmp_path / f"{name}.err").open("wb") as err:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+
+
+def driver_errors(tmp_path: Path, name: str = "spec.yaml") -> str:
+    return (tmp_path / f"{name}.err").read_text()
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
@@ -128,7 +134,8 @@ def test_a_local_sweep_listens_on_loopback_only_takes_a_token_and_runs_one_drive
         for extra in ((), ("--resume",)):
             second = start_driver(spec, tmp_path, *extra, name="second.yaml")
             sessions.append(second.pid)
-            _, err = second.communicate(timeout=120)
+            second.wait(timeout=120)
+            err = driver_errors(tmp_path, "second.yaml")
             assert second.returncode == 2, err
             lines = err.strip().splitlines()
             assert len(lines) == 1, err
@@ -175,7 +182,7 @@ def test_a_local_sweep_listens_on_loopback_only_takes_a_token_and_runs_one_drive
         experiment = tmp_path / "runs" / "secure"
 
         def successor_checkpoints() -> bool:
-            assert successor.poll() is None, successor.communicate()[1][-3000:]
+            assert successor.poll() is None, driver_errors(tmp_path)[-3000:]
             return any(experiment.glob("trial_*.r1/checkpoint_*/trainer_state.pt"))
 
         wait_for(successor_checkpoints, 240, "a checkpoint from the successor's attempts")
