@@ -11,7 +11,9 @@ set torch's kernels use), not across kinds: an AVX2 kernel sums in another order
 one. So the hashes are pinned per kind. Intel Xeon, AVX512 (the machine of every published study
 up to 2026-11-24): computed at commit 5a251be and again on the code of issue #11, identical.
 AMD EPYC, AVX2: computed at commit 972e7ce, whose training code is that of 39500f9, which passed
-the Intel pins. On another kind the test skips, saying so; `python tests/test_pinned_history.py`
+the Intel pins. AMD EPYC, AVX512: computed at commit a8c41ac, whose training code passed the AVX2
+pins in CI and, on that AVX-512 machine run as AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2),
+again. On another kind the test skips, saying so; `python tests/test_pinned_history.py`
 prints the hashes of the machine it runs on, to pin a new kind from a commit that passes a pinned
 one.
 """
@@ -39,6 +41,12 @@ PINNED = {
     "AMD EPYC, AVX2": {
         "tutorial": "eb2d599f6f9151be765b7044750d58dab671367a489026571bc550b15afd2349",
         "fixed": "f1689d98ea4a11f17f95e6b9ca87885dcbc5375a0e2e7272b7638f37dc512625",
+        "memory_emergence": "c676e35f44174a6a2c66adfc77b1a4ca6e113919aabc6eafe739aa4b8163411e",
+        "memory_without_shaping": "efc1e51626503baab6522ca8f8507a802cadaddfe01b944d252f2f0aac7fa518",
+    },
+    "AMD EPYC, AVX512": {
+        "tutorial": "14885077acb8f7095a36ad63ddbdafd7737619fdc80aa816d24727ed76b40084",
+        "fixed": "d6d0e364c3cf1844090e665cb854b4b36d0da20fd5b48e45a6adfadffe52f21f",
         "memory_emergence": "c676e35f44174a6a2c66adfc77b1a4ca6e113919aabc6eafe739aa4b8163411e",
         "memory_without_shaping": "efc1e51626503baab6522ca8f8507a802cadaddfe01b944d252f2f0aac7fa518",
     },
